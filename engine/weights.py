@@ -1,0 +1,271 @@
+"""Checkpoint files: the manifest, resolution, download, sha256 verification and safe loading.
+
+Resolution order for a file key of ``weights/manifest.toml``:
+1. each configured folder (``WEIGHTS_DIR`` / ``--weights-dir``), at the entry's ``path`` or any of its ``aliases``;
+2. the repository's ``weights/`` folder;
+3. the download cache (``ENGINE_CACHE_DIR``);
+4. a download from the entry's ``urls`` when allowed (not ``ENGINE_OFFLINE``): to a temporary file, sha256
+   checked, then atomically renamed into the cache.
+
+A file whose sha256 differs from the manifest is refused (``WeightsCorruptError``); a missing file raises
+``WeightsMissingError`` naming the file, the folders searched and how to get it. Loading is always
+``torch.load(weights_only=True, map_location="cpu")``: a checkpoint that needs arbitrary pickled objects is refused.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import tarfile
+import tempfile
+import threading
+import tomllib
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from . import config
+from .errors import WeightsCorruptError, WeightsMissingError
+
+MANIFEST_PATH = config.BUNDLED_WEIGHTS / "manifest.toml"
+Progress = Callable[[float, str], None] | None
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    key: str
+    path: str                      # relative path looked for inside every weights folder
+    urls: tuple[str, ...] = ()
+    sha256: str = ""               # empty: no official digest known (the file is then reported as unverified)
+    size: int = 0
+    license: str = ""
+    source: str = ""
+    converter: str = ""            # "module:function" turning the raw checkpoint into the module's state dict
+    archive_member: str = ""       # when the URL is a tar archive: the member to extract
+    aliases: tuple[str, ...] = ()  # other relative paths accepted (e.g. the official repos' folder names)
+    notes: str = ""
+
+    def candidates(self) -> tuple[str, ...]:
+        return (self.path, *self.aliases)
+
+
+@dataclass
+class WeightStatus:
+    key: str
+    state: str                     # "ready", "unverified", "downloadable", "missing", "corrupt"
+    path: Path | None = None
+    message: str = ""
+    searched: list[Path] = field(default_factory=list)
+
+    @property
+    def usable(self) -> bool:
+        return self.state in ("ready", "unverified", "downloadable")
+
+
+@functools.lru_cache(maxsize=4)
+def _read_manifest(path: str, mtime: float) -> dict[str, WeightFile]:
+    with open(path, "rb") as fh:
+        raw = tomllib.load(fh)
+    files = {}
+    for key, entry in raw.get("files", {}).items():
+        entry = dict(entry)
+        for name in ("urls", "aliases"):
+            entry[name] = tuple(entry.get(name, ()))
+        files[key] = WeightFile(key=key, **entry)
+    return files
+
+
+def manifest(path: Path | None = None) -> dict[str, WeightFile]:
+    path = Path(path or MANIFEST_PATH)
+    return _read_manifest(str(path), path.stat().st_mtime)
+
+
+def entry(key: str) -> WeightFile:
+    files = manifest()
+    if key not in files:
+        raise KeyError(f"{key!r} is not in {MANIFEST_PATH.name}; known: {sorted(files)}")
+    return files[key]
+
+
+def search_dirs(extra: list[Path] | None = None) -> list[Path]:
+    return [*(extra or []), *config.weights_dirs(), config.BUNDLED_WEIGHTS, config.cache_dir()]
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+_hash_cache: dict[tuple[str, int, int], str] = {}
+_hash_lock = threading.Lock()
+
+
+def _cached_sha256(path: Path) -> str:
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    with _hash_lock:
+        if key not in _hash_cache:
+            _hash_cache[key] = sha256_file(path)
+        return _hash_cache[key]
+
+
+def how_to_get(wf: WeightFile) -> str:
+    where = f" from {wf.urls[0]}" if wf.urls else ""
+    return (f"Download {Path(wf.path).name}{where} and place it at <folder>/{wf.path}, then start with "
+            f"--weights-dir <folder> (or set WEIGHTS_DIR).")
+
+
+def _find(wf: WeightFile, extra: list[Path] | None) -> tuple[Path | None, list[Path]]:
+    searched = []
+    for folder in search_dirs(extra):
+        for rel in wf.candidates():
+            candidate = folder / rel
+            searched.append(candidate)
+            if candidate.is_file():
+                return candidate, searched
+    return None, searched
+
+
+def _verify(wf: WeightFile, path: Path) -> None:
+    if wf.sha256:
+        actual = _cached_sha256(path)
+        if actual != wf.sha256.lower():
+            raise WeightsCorruptError(
+                f"{path} does not match the official checkpoint {wf.key!r}: sha256 {actual[:16]}... instead of "
+                f"{wf.sha256[:16]}... (damaged, tampered with, or a different file). Delete it and fetch it again. "
+                + how_to_get(wf))
+
+
+def status(key: str, extra: list[Path] | None = None) -> WeightStatus:
+    """Where a file stands, without downloading anything (hashes are cached per path/size/mtime)."""
+    wf = entry(key)
+    path, searched = _find(wf, extra)
+    if path is None:
+        if wf.urls and config.allow_download():
+            mb = f" ({wf.size / 1e6:.1f} MB)" if wf.size else ""
+            return WeightStatus(key, "downloadable", None, f"will be downloaded on first use{mb}", searched)
+        return WeightStatus(key, "missing", None, f"{Path(wf.path).name} not found. " + how_to_get(wf), searched)
+    try:
+        _verify(wf, path)
+    except WeightsCorruptError as exc:
+        return WeightStatus(key, "corrupt", path, str(exc), searched)
+    if not wf.sha256:
+        return WeightStatus(key, "unverified", path, f"found at {path} (no official sha256 to check against)", searched)
+    return WeightStatus(key, "ready", path, f"found at {path} (sha256 verified)", searched)
+
+
+def resolve(key: str, *, extra: list[Path] | None = None, download: bool | None = None,
+            progress: Progress = None) -> Path:
+    """Path of a verified local copy of checkpoint ``key``, downloading it when allowed."""
+    wf = entry(key)
+    path, searched = _find(wf, extra)
+    if path is not None:
+        _verify(wf, path)
+        return path
+    allowed = config.allow_download() if download is None else download
+    if wf.urls and allowed:
+        return download_file(wf, progress=progress)
+    listing = "\n  ".join(str(p) for p in searched)
+    reason = "downloads are disabled (ENGINE_OFFLINE)" if wf.urls else "it has no download URL"
+    raise WeightsMissingError(
+        f"Checkpoint {wf.key!r} ({Path(wf.path).name}) was not found and {reason}. Looked in:\n  {listing}\n"
+        + how_to_get(wf))
+
+
+_download_lock = threading.Lock()
+
+
+def download_file(wf: WeightFile, *, progress: Progress = None, timeout: float = 60.0) -> Path:
+    """Download ``wf`` into the cache: temp file in the same folder, sha256 check, atomic rename."""
+    target = config.cache_dir() / wf.path
+    with _download_lock:
+        if target.is_file():
+            _verify(wf, target)
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        errors = []
+        for url in wf.urls:
+            fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".part-", suffix=Path(wf.path).suffix)
+            tmp = Path(tmp_name)
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    _fetch(url, out, wf.size, progress, timeout)
+                if wf.archive_member:
+                    tmp = _extract_member(tmp, wf.archive_member)
+                _verify(wf, tmp)
+                if not wf.sha256:
+                    (target.parent / (target.name + ".sha256")).write_text(sha256_file(tmp) + "\n")
+                os.replace(tmp, target)
+                return target
+            except WeightsCorruptError:
+                tmp.unlink(missing_ok=True)
+                raise
+            except Exception as exc:  # network errors: try the next mirror
+                errors.append(f"{url}: {exc}")
+                tmp.unlink(missing_ok=True)
+        raise WeightsMissingError(f"Could not download {wf.key!r}:\n  " + "\n  ".join(errors) + "\n" + how_to_get(wf))
+
+
+def _fetch(url: str, out, expected: int, progress: Progress, timeout: float) -> None:
+    request = urllib.request.Request(url, headers={"User-Agent": "gan-studio"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        total = int(response.headers.get("Content-Length") or 0) or expected
+        done = 0
+        while block := response.read(1 << 20):
+            out.write(block)
+            done += len(block)
+            if progress is not None and total:
+                progress(min(done / total, 1.0), f"downloading {Path(url).name}: {done / 1e6:.1f}/{total / 1e6:.1f} MB")
+
+
+def _extract_member(archive: Path, member: str) -> Path:
+    out = archive.with_suffix(".member")
+    with tarfile.open(archive) as tar:
+        info = tar.getmember(member)
+        if not info.isfile():
+            raise WeightsCorruptError(f"{member} in the downloaded archive is not a regular file")
+        with tar.extractfile(info) as src, open(out, "wb") as dst:
+            while block := src.read(1 << 20):
+                dst.write(block)
+    archive.unlink(missing_ok=True)
+    return out
+
+
+def load_state_dict(path: Path | str) -> dict:
+    """``torch.load(path, weights_only=True, map_location="cpu")`` with clear errors.
+
+    A pickle that needs anything beyond tensors and plain containers is refused, never executed.
+    """
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise WeightsCorruptError(
+            f"Refused to load {path.name}: it contains Python objects other than tensors, which could run code "
+            f"(only weights_only checkpoints are accepted). Details: {str(exc).splitlines()[0]}") from exc
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError) as exc:
+        raise WeightsCorruptError(f"{path.name} is not a readable PyTorch checkpoint: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise WeightsCorruptError(f"{path.name} holds a {type(obj).__name__}, not a state dict.")
+    return obj
+
+
+def strip_prefix(state: dict, prefix: str = "module.") -> dict:
+    """Drop a DataParallel-style ``module.`` prefix from every key that has it."""
+    return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state.items()}
+
+
+def load_strict(module, state: dict, name: str = "checkpoint") -> None:
+    """``module.load_state_dict(state, strict=True)`` with a readable error listing missing/unexpected keys."""
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise WeightsCorruptError(f"{name} does not match the expected layout: {str(exc)[:800]}") from exc
