@@ -173,7 +173,7 @@ def pil_to_tensor(img: Image.Image | np.ndarray):
     arr = np.asarray(img.convert("RGB") if isinstance(img, Image.Image) else img, dtype=np.uint8)
     if arr.ndim != 3 or arr.shape[2] != 3:
         raise InputError(f"Expected an RGB image; got an array of shape {arr.shape}.")
-    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+    return torch.from_numpy(np.array(arr, dtype=np.uint8, copy=True)).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
 
 
 def tensor_to_numpy(t) -> np.ndarray:

@@ -1,0 +1,90 @@
+"""GAN studio: one web app for image-to-image GAN papers, on one shared inference engine.
+
+    python app.py [--host 127.0.0.1] [--port 7860] [--share] [--device cpu|cuda|mps]
+                  [--weights-dir DIR ...] [--data-dir DIR] [--offline]
+
+Thin on purpose: it reads the flags, builds the four tabs from demos/ and launches.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+from pathlib import Path
+
+TABS = [  # (tab label, demos module)
+    ("Style transfer", "demos.style"),
+    ("Horse → Zebra", "demos.translate"),
+    ("Correspondence", "demos.correspondence"),
+    ("Propagation", "demos.propagation"),
+]
+MAX_UPLOAD = "200mb"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="GAN studio: AdaIN, CycleGAN/CUT/GAN Compression, GANgealing demos")
+    p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"), help="address to listen on")
+    p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+    p.add_argument("--share", action="store_true", help="also create a public gradio.live link")
+    p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: best available; env ENGINE_DEVICE)")
+    p.add_argument("--weights-dir", action="append", default=[], help="folder with checkpoints (repeatable; env WEIGHTS_DIR)")
+    p.add_argument("--data-dir", help="folder with example data, e.g. ../shared/data (env DATA_DIR)")
+    p.add_argument("--offline", action="store_true", help="never download weights (env ENGINE_OFFLINE=1)")
+    p.add_argument("--random-weights", action="store_true", help="tiny smoke-test mode: random weights for every model")
+    return p.parse_args(argv)
+
+
+def apply_settings(args: argparse.Namespace) -> None:
+    """Flags become the engine's environment settings (read lazily by engine.config)."""
+    if args.weights_dir:
+        os.environ["WEIGHTS_DIR"] = os.pathsep.join(str(Path(d).expanduser()) for d in args.weights_dir)
+    if args.data_dir:
+        os.environ["DATA_DIR"] = str(Path(args.data_dir).expanduser())
+    if args.device:
+        os.environ["ENGINE_DEVICE"] = args.device
+    if args.offline:
+        os.environ["ENGINE_OFFLINE"] = "1"
+    if args.random_weights:
+        os.environ["ENGINE_RANDOM_WEIGHTS"] = "1"
+
+
+def build_app():
+    import gradio as gr
+
+    from demos.common import AppContext
+    from engine import config
+
+    ctx = AppContext(data_dir=config.data_dir(), device=os.environ.get("ENGINE_DEVICE"))
+    with gr.Blocks(title="GAN studio") as demo:
+        gr.Markdown("# GAN studio\nStyle transfer, unpaired translation and dense alignment — the papers' official "
+                    "checkpoints on one engine, on CPU or GPU.")
+        for label, module_name in TABS:
+            with gr.Tab(label):
+                try:
+                    importlib.import_module(module_name).build(ctx)
+                except Exception as exc:  # one broken tab must not take the app down
+                    logging.getLogger("gan-studio").exception("tab %s failed to build", label)
+                    gr.Markdown(f"⚠️ This tab could not be built: `{type(exc).__name__}: {exc}`")
+    demo.queue(default_concurrency_limit=4)
+    return demo
+
+
+def allowed_paths() -> list[str]:
+    from engine import config
+
+    data = config.data_dir()
+    return [str(data)] if data else []
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    apply_settings(args)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    demo = build_app()
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, allowed_paths=allowed_paths(),
+                max_file_size=MAX_UPLOAD, show_error=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""Helpers shared by the tabs: the app context, the shared engine queue, error handling and weight notices."""
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import os
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+
+from engine import registry
+from engine.errors import EngineError, ModelError
+from engine.queue import GRADIO_CONCURRENCY_ID
+
+log = logging.getLogger("gan-studio")
+
+# Every event that runs engine work shares one Gradio queue: one job at a time, other tabs wait their turn.
+ENGINE_QUEUE = {"concurrency_id": GRADIO_CONCURRENCY_ID, "concurrency_limit": 1}
+# Streaming (webcam) events use the same engine queue; frames that arrive while it is busy are dropped by Gradio.
+STREAM_QUEUE = {**ENGINE_QUEUE, "stream_every": 0.1, "time_limit": 120}
+
+
+@dataclass
+class AppContext:
+    """What every tab needs to know about how the app was started."""
+
+    data_dir: Path | None = None
+    device: str | None = None
+
+    def data(self, *parts: str) -> Path | None:
+        """A path inside the data folder, or None when there is no data folder or the path does not exist."""
+        if self.data_dir is None:
+            return None
+        path = self.data_dir.joinpath(*parts)
+        return path if path.exists() else None
+
+    def data_files(self, *parts: str, patterns=("*.jpg", "*.jpeg", "*.png", "*.webp"), limit: int | None = None) -> list[str]:
+        folder = self.data(*parts)
+        if folder is None or not folder.is_dir():
+            return []
+        files = sorted({str(p) for pat in patterns for p in folder.glob(pat)})
+        return files[:limit] if limit else files
+
+
+def user_message(exc: BaseException) -> str:
+    """The text a user sees for an exception raised by engine work."""
+    if isinstance(exc, EngineError):
+        return str(exc)
+    from engine.device import is_oom  # lazy: the tab modules stay free of torch at import time
+
+    if is_oom(exc):
+        return "Out of memory while running the model. Lower the max-side setting or use fewer images."
+    return f"Internal error ({type(exc).__name__}): {exc}. The app is still running; please report this."
+
+
+def guarded(fn):
+    """Wrap an event handler so engine errors become a clear gr.Error and the server never crashes.
+
+    Works for plain functions and generators (streaming / progressive outputs). The wrapped signature is kept so
+    Gradio still injects gr.Progress.
+    """
+
+    def _fail(exc: BaseException):
+        if isinstance(exc, gr.Error):
+            raise exc
+        if not isinstance(exc, EngineError):
+            log.error("handler %s failed:\n%s", fn.__name__, traceback.format_exc())
+        raise gr.Error(user_message(exc), print_exception=False) from exc
+
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def gen_wrapper(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - converted for the user
+                _fail(exc)
+        return gen_wrapper
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - converted for the user
+            _fail(exc)
+    return wrapper
+
+
+def progress_callback(progress: "gr.Progress | None"):
+    """Adapt a gr.Progress to the engine's ``progress(fraction, description)`` callback."""
+    if progress is None:
+        return None
+
+    def report(fraction: float, desc: str = "") -> None:
+        progress(float(fraction), desc=desc)
+
+    return report
+
+
+def model_choices(task: str) -> list[tuple[str, str]]:
+    """Dropdown choices (label, name) for the models of a task, with their weight state in the label."""
+    out = []
+    for s in registry.list_models(task):
+        st = registry.model_status(s.name)
+        suffix = {"ready": "", "unverified": "", "random": " [random weights]", "downloadable": " [downloads on first use]",
+                  "missing": " [weights missing]", "corrupt": " [weights corrupt]"}[st.state]
+        out.append((s.title + suffix, s.name))
+    return out
+
+
+def usable_models(task: str) -> list[str]:
+    return [s.name for s in registry.list_models(task) if registry.model_status(s.name).usable]
+
+
+def weights_notice(names: list[str]) -> str:
+    """Markdown listing models whose weights are not usable, and how to get them ('' when all are fine)."""
+    lines = []
+    for name in names:
+        st = registry.model_status(name)
+        if not st.usable:
+            lines.append(f"- **{registry.spec(name).title}** — {st.message}")
+    if not lines:
+        return ""
+    return ("⚠️ Some models cannot run yet because their weights are not on this machine:\n" + "\n".join(lines)
+            + "\n\nPut the files in a folder and start the app with `--weights-dir FOLDER` (or set `WEIGHTS_DIR`).")
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").lower() in {"1", "true", "yes", "on"}

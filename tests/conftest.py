@@ -1,0 +1,103 @@
+"""Shared fixtures: where the real data / weights are (skip cleanly when absent), and test-wide settings."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Tests never download: a missing file must show up as a skip or a WeightsMissingError, not a network wait.
+os.environ.setdefault("ENGINE_OFFLINE", "1")
+
+
+def _first_dir(env: str, default: Path) -> Path | None:
+    value = os.environ.get(env)
+    candidates = [Path(p) for p in value.split(os.pathsep)] if value else [default]
+    return next((p for p in candidates if p.is_dir()), None)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The data folder (DATA_DIR or ../shared/data); the test is skipped when it is not there."""
+    path = _first_dir("DATA_DIR", REPO.parent / "shared" / "data")
+    if path is None:
+        pytest.skip("no data folder (set DATA_DIR or put shared/ beside the repo)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_weights() -> Path:
+    """The reference weights folder (WEIGHTS_DIR or ../shared/weights); skipped when absent."""
+    path = _first_dir("WEIGHTS_DIR", REPO.parent / "shared" / "weights")
+    if path is None:
+        pytest.skip("no weights folder (set WEIGHTS_DIR or put shared/ beside the repo)")
+    return path
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: takes more than a few seconds (still run by default)")
+    config.addinivalue_line("markers", "gpu: needs CUDA; skipped when no GPU is present")
+    config.addinivalue_line("markers", "browser: needs Chromium + Playwright; skipped when absent")
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def running_app(tmp_path_factory):
+    """The app launched on loopback with random weights (tiny smoke-test mode); yields its URL."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = _free_port()
+    log = tmp_path_factory.mktemp("app") / "app.log"
+    env = {**os.environ, "ENGINE_RANDOM_WEIGHTS": "1", "ENGINE_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
+           "ENGINE_DEVICE": "cpu"}
+    with open(log, "w") as fh:
+        proc = subprocess.Popen([sys.executable, "app.py", "--host", "127.0.0.1", "--port", str(port)],
+                                cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    started = time.monotonic()
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"the app exited with code {proc.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() - started > 180:
+                pytest.fail(f"the app did not start within 180 s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        proc.cold_start_s = time.monotonic() - started
+        proc.url = url
+        proc.log_path = log
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
