@@ -1,0 +1,170 @@
+"""Video files in and out, shared by every tab (PyAV / FFmpeg).
+
+``read_frames`` yields RGB ``uint8`` frames (optionally shrunk to a max side, bounded in count and duration);
+``VideoWriter`` writes a browser-playable MP4 (H.264, yuv420p, faststart); ``map_video`` ties both together with
+progress. Bad files (no video stream, no frames, undecodable, not a video) raise InputError with the reason.
+"""
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+from PIL import Image
+
+from .errors import InputError
+
+Progress = Callable[[float, str], None] | None
+DEFAULT_FPS = Fraction(25, 1)
+
+
+@dataclass
+class VideoInfo:
+    fps: Fraction
+    width: int
+    height: int
+    frames: int | None         # count from the container, when it says
+    seconds: float | None
+
+
+def _open(path: str | os.PathLike):
+    import av
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"No such video file: {path.name}")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path.name} is empty (0 bytes).")
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, OSError, ValueError) as exc:
+        raise InputError(f"{path.name} could not be opened as a video ({exc}).") from exc
+    if not container.streams.video:
+        container.close()
+        raise InputError(f"{path.name} has no video stream (audio only, or not a video).")
+    return container
+
+
+def probe(path: str | os.PathLike) -> VideoInfo:
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        fps = stream.average_rate or stream.guessed_rate or DEFAULT_FPS
+        if not math.isfinite(float(fps)) or not 0 < float(fps) <= 240:
+            fps = DEFAULT_FPS
+        seconds = (float(stream.duration * stream.time_base) if stream.duration and stream.time_base
+                   else (container.duration / 1e6 if container.duration else None))
+        return VideoInfo(Fraction(fps), stream.width, stream.height, stream.frames or None, seconds)
+    finally:
+        container.close()
+
+
+def read_frames(path: str | os.PathLike, *, max_frames: int | None = None, max_seconds: float | None = None,
+                max_side: int | None = None) -> Iterator[np.ndarray]:
+    """Decode frames as (H, W, 3) uint8 RGB; stops after ``max_frames`` or ``max_seconds`` of video."""
+    import av
+
+    from .imageio import resize_max_side
+
+    info = probe(path)
+    limit = max_frames or 10**9
+    if max_seconds:
+        limit = min(limit, max(1, int(max_seconds * float(info.fps) + 1e-6)))
+    container = _open(path)
+    count = 0
+    try:
+        for frame in container.decode(video=0):
+            if count >= limit:
+                break
+            img = frame.to_image()
+            if max_side:
+                img = resize_max_side(img, max_side)
+            count += 1
+            yield np.asarray(img.convert("RGB"))
+    except av.error.FFmpegError as exc:
+        if count == 0:
+            raise InputError(f"{Path(path).name} could not be decoded ({exc}).") from exc
+        # keep what decoded before a damaged part
+    finally:
+        container.close()
+    if count == 0:
+        raise InputError(f"{Path(path).name} has no decodable video frames.")
+
+
+class VideoWriter:
+    """Write RGB frames to a browser-playable MP4. Odd sizes are padded by one edge pixel (yuv420p needs even)."""
+
+    def __init__(self, path: str | os.PathLike | None = None, fps: Fraction | float = DEFAULT_FPS, crf: int = 20):
+        if path is None:
+            fd, name = tempfile.mkstemp(suffix=".mp4", prefix="gan-studio-")
+            os.close(fd)
+            path = name
+        self.path = Path(path)
+        self.fps = Fraction(fps).limit_denominator(1001) if not isinstance(fps, Fraction) else fps
+        self.crf = crf
+        self.frames = 0
+        self._container = None
+        self._stream = None
+        self._size = None
+
+    def write(self, frame: np.ndarray) -> None:
+        import av
+
+        frame = np.ascontiguousarray(frame[..., :3], dtype=np.uint8)
+        h, w = frame.shape[:2]
+        if self._container is None:
+            self._size = (w + w % 2, h + h % 2)
+            self._container = av.open(str(self.path), "w", format="mp4", options={"movflags": "+faststart"})
+            codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+            self._stream = self._container.add_stream(codec, rate=self.fps)
+            self._stream.width, self._stream.height = self._size
+            self._stream.pix_fmt = "yuv420p"
+            if codec == "libx264":
+                self._stream.options = {"crf": str(self.crf), "preset": "veryfast"}
+        if (w, h) != self._size:
+            if (w + w % 2, h + h % 2) == self._size:
+                frame = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+            else:  # a stream that changes size mid-way is resized to the first frame's size
+                frame = np.asarray(Image.fromarray(frame).resize(self._size, Image.Resampling.BILINEAR))
+        for packet in self._stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+            self._container.mux(packet)
+        self.frames += 1
+
+    def close(self) -> Path:
+        if self._container is not None:
+            for packet in self._stream.encode():
+                self._container.mux(packet)
+            self._container.close()
+            self._container = None
+        return self.path
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.close()
+        if exc_type is not None:
+            self.path.unlink(missing_ok=True)
+
+
+def map_video(src: str | os.PathLike, fn: Callable[[np.ndarray], np.ndarray], *, out_path=None,
+              max_frames: int | None = None, max_seconds: float | None = 10.0, max_side: int | None = 512,
+              progress: Progress = None) -> Path:
+    """Apply ``fn`` to every frame of ``src`` and write the result as MP4; returns the output path."""
+    info = probe(src)
+    total = info.frames or (int(info.seconds * float(info.fps)) if info.seconds else 0)
+    if max_seconds:
+        total = min(total or 10**9, max(1, int(max_seconds * float(info.fps))))
+    if max_frames:
+        total = min(total or 10**9, max_frames)
+    with VideoWriter(out_path, info.fps) as writer:
+        for frame in read_frames(src, max_frames=max_frames, max_seconds=max_seconds, max_side=max_side):
+            writer.write(fn(frame))
+            if progress is not None:
+                progress(min(writer.frames / max(total, 1), 1.0), f"frame {writer.frames}/{total or '?'}")
+    return writer.path
