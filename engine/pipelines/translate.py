@@ -1,0 +1,414 @@
+"""Unpaired image-to-image translation (horse ↔ zebra): CycleGAN, CUT / FastCUT, GAN Compression.
+
+validate -> preprocess -> run on the engine device (inside engine.queue's lock) -> postprocess.
+
+Sizes: any size and aspect ratio. The image is (optionally) shrunk so its longer side is at most ``max_side``,
+reflect-padded on the bottom/right to the generator's multiple (4), translated, and cropped back, so the output has
+exactly the (resized) input's size and no pixel is resampled by the generator step. Images with a side under
+``MIN_SIDE`` pixels (e.g. 1×N) are rejected with an InputError.
+
+Inputs are RGB in [0, 1] mapped to [-1, 1] for the generators; outputs are (H, W, 3) uint8 numpy arrays.
+Long jobs (galleries, folders, video) take a ``progress(fraction, description)`` callback.
+"""
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import weakref
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+from PIL import Image
+
+from .. import imageio, registry
+from ..errors import EngineError, InputError, ModelError
+
+TASK = "translate"
+DEFAULT_MODEL = "gancompression-horse2zebra"
+MIN_SIDE = imageio.MIN_SIDE
+DEFAULT_MAX_SIDE = 1024
+VIDEO_MAX_SIDE = 512
+VIDEO_MAX_SECONDS = 10.0
+VIDEO_MAX_FRAMES = 900
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+DIRECTIONS = {"horse2zebra": "horse → zebra", "zebra2horse": "zebra → horse"}
+
+Progress = Callable[[float, str], None] | None
+
+
+# ---- models ---------------------------------------------------------------------------------------------------
+
+@dataclass
+class ModelInfo:
+    name: str
+    title: str
+    direction: str
+    usable: bool
+    state: str
+    message: str
+
+
+def translation_models() -> list[ModelInfo]:
+    """Every translation model with its direction and weight status (nothing is built or downloaded)."""
+    out = []
+    for s in registry.list_models(TASK):
+        st = registry.model_status(s.name)
+        out.append(ModelInfo(s.name, s.title, s.defaults.get("direction", ""), st.usable, st.state, st.message))
+    return out
+
+
+def _check_model_name(name: str) -> None:
+    s = registry.spec(name)
+    if s.task != TASK:
+        raise InputError(f"{name!r} is a {s.task} model, not a translation model.")
+
+
+# ---- optimised inference --------------------------------------------------------------------------------------
+
+# What the benchmark (benchmarks/bench_translate.py) measured to help, per device type. Only measured wins are on:
+# - inference_mode: always (no autograd bookkeeping);
+# - channels_last: helps the big ResNet generators on CUDA (cuDNN NHWC); on CPU it was not a consistent win;
+# - half precision (autocast fp16/bf16): CUDA only; CPU stays fp32;
+# - torch.compile: not used (minutes of compile time per new image size, no steady-state win worth it here).
+FAST_PATH = {
+    "cpu": {"channels_last": False, "autocast": False},
+    "cuda": {"channels_last": True, "autocast": True},
+    "mps": {"channels_last": False, "autocast": False},
+}
+
+_prepared: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _plan(device, optimize: bool) -> dict:
+    if not optimize:
+        return {"channels_last": False, "autocast": False}
+    return FAST_PATH.get(device.type, {"channels_last": False, "autocast": False})
+
+
+def run_generator(model, x01, device=None, optimize: bool = True):
+    """Translate a float tensor (N, 3, H, W) in [0, 1] -> (N, 3, H, W) in [0, 1] on CPU, any H, W >= MIN_SIDE.
+
+    Pads (reflect) to the model's ``size_multiple``, maps to [-1, 1], runs, crops back. Call inside the engine
+    lock (the public functions below do).
+    """
+    import torch
+
+    from ..device import autocast, is_oom
+
+    if x01.dim() != 4 or x01.shape[1] != 3:
+        raise InputError(f"Expected an (N, 3, H, W) image batch; got shape {tuple(x01.shape)}.")
+    h, w = x01.shape[-2:]
+    if min(h, w) < MIN_SIDE:
+        raise InputError(f"Image is {w}x{h}; both sides must be at least {MIN_SIDE} pixels for the generator.")
+    if device is None:
+        device = next(model.parameters()).device
+    device = torch.device(device)
+    plan = _plan(device, optimize)
+    fmt = torch.channels_last if plan["channels_last"] else torch.contiguous_format
+    if _prepared.get(model) != fmt:
+        model.to(memory_format=fmt)
+        _prepared[model] = fmt
+    multiple = int(getattr(model, "size_multiple", 4))
+    x, size = imageio.pad_to_multiple(x01, multiple, mode="reflect")
+    try:
+        with torch.inference_mode(), autocast(device, enabled=plan["autocast"]):
+            x = x.to(device, non_blocking=True).mul(2.0).sub(1.0).contiguous(memory_format=fmt)
+            y = model(x)
+        y = imageio.crop_to(y, size).float().add(1.0).mul(0.5).clamp(0.0, 1.0)
+        return y.to("cpu").contiguous()
+    except Exception as exc:
+        if is_oom(exc):
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            raise ModelError(f"Out of memory translating a {w}x{h} image on {device}. "
+                             f"Lower the max-side setting.") from exc
+        raise
+
+
+# ---- images ---------------------------------------------------------------------------------------------------
+
+def prepare_image(src, max_side: int | None = DEFAULT_MAX_SIDE) -> Image.Image:
+    """Load (path / bytes / PIL / array), validate and shrink to ``max_side`` (0/None = keep). RGB PIL out."""
+    img = imageio.load_image(src, min_side=MIN_SIDE)
+    if max_side is not None and max_side < 0:
+        raise InputError("max side must be positive (or 0 to keep the size).")
+    if max_side and max_side < MIN_SIDE:
+        raise InputError(f"max side must be at least {MIN_SIDE} pixels (or 0 to keep the size).")
+    resized = imageio.resize_max_side(img, max_side)
+    if min(resized.size) < MIN_SIDE:
+        raise InputError(
+            f"Image is {img.width}x{img.height}; shrunk to a max side of {max_side} it would be "
+            f"{resized.width}x{resized.height}, thinner than {MIN_SIDE} pixels. Use a larger max side.")
+    return resized
+
+
+def translate_pil(model, img: Image.Image, device=None, optimize: bool = True) -> np.ndarray:
+    """One prepared RGB image through a loaded generator -> (H, W, 3) uint8. Call inside the engine lock."""
+    y = run_generator(model, imageio.pil_to_tensor(img), device=device, optimize=optimize)
+    return imageio.tensor_to_numpy(y)
+
+
+def translate(image, model: str = DEFAULT_MODEL, *, max_side: int | None = DEFAULT_MAX_SIDE, device=None,
+              return_input: bool = False):
+    """Translate one image with the registry model ``model``.
+
+    Returns the output as (H, W, 3) uint8, the size of the (resized) input; with ``return_input`` returns
+    ``(input_used, output)`` so callers can compare like with like.
+    """
+    from ..queue import run_exclusive
+
+    _check_model_name(model)
+    img = prepare_image(image, max_side)
+
+    def job():
+        net = registry.load_model(model, device)
+        return translate_pil(net, img)
+
+    out = run_exclusive(job)
+    return (np.asarray(img, dtype=np.uint8), out) if return_input else out
+
+
+@dataclass
+class BatchResult:
+    inputs: list[np.ndarray] = field(default_factory=list)     # the (resized) inputs actually translated
+    outputs: list[np.ndarray] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)            # "name: reason" for each skipped input
+
+    @property
+    def ok(self) -> int:
+        return len(self.outputs)
+
+
+def _name_of(src, index: int) -> str:
+    if isinstance(src, (str, os.PathLike)):
+        return Path(src).name
+    if isinstance(src, tuple) and src and isinstance(src[0], (str, os.PathLike)):
+        return Path(src[0]).name  # gr.Gallery gives (path, caption)
+    return f"image {index + 1}"
+
+
+def translate_many(images: Sequence, model: str = DEFAULT_MODEL, *, max_side: int | None = DEFAULT_MAX_SIDE,
+                   device=None, progress: Progress = None, max_images: int | None = 64) -> BatchResult:
+    """Translate several images (paths, bytes, PIL, arrays, or gr.Gallery (path, caption) pairs), one at a time
+    under the engine lock so other requests interleave. Unreadable inputs are skipped and reported in ``errors``."""
+    from ..queue import run_exclusive
+
+    _check_model_name(model)
+    items = list(images or [])
+    if not items:
+        raise InputError("No images given.")
+    if max_images and len(items) > max_images:
+        raise InputError(f"{len(items)} images given; at most {max_images} per request.")
+    result = BatchResult()
+    if progress:
+        progress(0.0, f"loading the model ({model})")
+    run_exclusive(registry.load_model, model, device)
+    for i, src in enumerate(items):
+        name = _name_of(src, i)
+        raw = src[0] if isinstance(src, tuple) else src
+        try:
+            img = prepare_image(raw, max_side)
+            out = run_exclusive(lambda: translate_pil(registry.load_model(model, device), img))
+        except InputError as exc:
+            result.errors.append(f"{name}: {exc}")
+        else:
+            result.inputs.append(np.asarray(img, dtype=np.uint8))
+            result.outputs.append(out)
+            result.names.append(name)
+        if progress:
+            progress((i + 1) / len(items), f"image {i + 1}/{len(items)}")
+    return result
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """Image files directly inside ``folder`` (sorted; by suffix, so unreadable ones are reported later)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder} is not a folder.")
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+# ---- video ----------------------------------------------------------------------------------------------------
+
+@dataclass
+class VideoResult:
+    path: Path
+    frames: int
+    fps: float
+    width: int
+    height: int
+    truncated: bool        # the input was longer than max_seconds / max_frames
+    source_seconds: float | None
+
+
+def _even(n: int) -> int:
+    return n - (n % 2)
+
+
+def translate_video(src: str | os.PathLike, model: str = DEFAULT_MODEL, *, max_side: int | None = VIDEO_MAX_SIDE,
+                    max_seconds: float = VIDEO_MAX_SECONDS, max_frames: int = VIDEO_MAX_FRAMES,
+                    out_path: str | os.PathLike | None = None, device=None, progress: Progress = None,
+                    batch_size: int = 4) -> VideoResult:
+    """Translate the first ``max_seconds`` of a video file, frame by frame, into a browser-playable MP4
+    (H.264, yuv420p, +faststart; same frame rate; audio dropped). Frames are shrunk to ``max_side`` and cropped
+    to even sizes (a yuv420p requirement)."""
+    import av
+
+    from ..queue import run_exclusive
+
+    _check_model_name(model)
+    src = Path(src)
+    if not src.is_file():
+        raise InputError(f"No such video file: {src.name}")
+    if max_seconds <= 0 or max_frames < 1:
+        raise InputError("max seconds and max frames must be positive.")
+    try:
+        container = av.open(str(src))
+    except (av.error.FFmpegError, OSError, ValueError) as exc:
+        raise InputError(f"{src.name} could not be opened as a video: {exc}") from exc
+    try:
+        if not container.streams.video:
+            raise InputError(f"{src.name} has no video stream.")
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate or Fraction(25, 1)
+        fps = float(rate)
+        if not math.isfinite(fps) or fps <= 0 or fps > 240:
+            rate, fps = Fraction(25, 1), 25.0
+        limit = max(1, min(max_frames, int(math.floor(max_seconds * fps + 1e-6))))
+        seconds = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else (
+            container.duration / 1e6 if container.duration else None)
+        expected = stream.frames or (int(seconds * fps) if seconds else 0)
+        total = min(limit, expected) if expected else limit
+
+        if out_path is None:
+            fd, name = tempfile.mkstemp(suffix=".mp4", prefix="translated-")
+            os.close(fd)
+            out_path = name
+        out_path = Path(out_path)
+        if progress:
+            progress(0.0, f"loading the model ({model})")
+        run_exclusive(registry.load_model, model, device)
+
+        writer = None
+        out_stream = None
+        done = 0
+        truncated = False
+        pending: list[Image.Image] = []
+        size: tuple[int, int] | None = None
+        full: tuple[int, int] | None = None
+
+        def flush():
+            nonlocal writer, out_stream, done
+            if not pending:
+                return
+
+            def job():
+                import torch
+                net = registry.load_model(model, device)
+                batch = torch.cat([imageio.pil_to_tensor(p) for p in pending])
+                return run_generator(net, batch)
+
+            y = run_exclusive(job)
+            frames = y.mul(255).round().byte().permute(0, 2, 3, 1).numpy()
+            if writer is None:
+                writer = av.open(str(out_path), "w", format="mp4", options={"movflags": "+faststart"})
+                out_stream = writer.add_stream("libx264", rate=rate)
+                out_stream.width, out_stream.height = size
+                out_stream.pix_fmt = "yuv420p"
+                out_stream.options = {"crf": "20", "preset": "veryfast"}
+            for arr in frames:
+                for packet in out_stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format="rgb24")):
+                    writer.mux(packet)
+            done += len(frames)
+            pending.clear()
+            if progress:
+                progress(min(done / max(total, 1), 1.0), f"frame {done}/{total}")
+
+        try:
+            for frame in container.decode(stream):
+                if done + len(pending) >= limit:
+                    truncated = True
+                    break
+                img = imageio.resize_max_side(frame.to_image().convert("RGB"), max_side)
+                if size is None:
+                    full = img.size
+                    size = (_even(img.width), _even(img.height))
+                    if min(size) < MIN_SIDE:
+                        raise InputError(f"Video frames are {frame.width}x{frame.height}; after resizing they "
+                                         f"would be thinner than {MIN_SIDE} pixels.")
+                if img.size != full:  # a stream that changes size mid-way
+                    img = img.resize(full, Image.Resampling.BILINEAR)
+                if img.size != size:
+                    img = img.crop((0, 0, *size))
+                pending.append(img)
+                if len(pending) >= batch_size:
+                    flush()
+            flush()
+        except av.error.FFmpegError as exc:
+            if done == 0 and not pending:
+                raise InputError(f"{src.name} could not be decoded: {exc}") from exc
+            flush()  # keep what decoded before the damaged part
+        finally:
+            if writer is not None:
+                for packet in out_stream.encode():
+                    writer.mux(packet)
+                writer.close()
+        if done == 0:
+            out_path.unlink(missing_ok=True)
+            raise InputError(f"{src.name} has no decodable video frames.")
+        return VideoResult(out_path, done, fps, size[0], size[1], truncated, seconds)
+    except EngineError:
+        raise
+    except av.error.FFmpegError as exc:
+        raise InputError(f"{src.name} could not be read as a video: {exc}") from exc
+    finally:
+        container.close()
+
+
+# ---- folders (the CLI) ----------------------------------------------------------------------------------------
+
+@dataclass
+class FolderReport:
+    written: list[Path] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)   # "file: reason"
+
+
+def translate_folder(input_dir: str | os.PathLike, output_dir: str | os.PathLike, model: str = DEFAULT_MODEL, *,
+                     max_side: int | None = DEFAULT_MAX_SIDE, device=None, progress: Progress = None,
+                     suffix: str = ".png", overwrite: bool = True,
+                     on_skip: Callable[[str], None] | None = None) -> FolderReport:
+    """Translate every image file in ``input_dir`` into ``output_dir`` (same stem, ``suffix`` format).
+    Unreadable files are skipped and reported; the output folder is created."""
+    from ..queue import run_exclusive
+
+    _check_model_name(model)
+    files = list_images(input_dir)
+    if not files:
+        raise InputError(f"No image files ({', '.join(IMAGE_SUFFIXES)}) in {input_dir}.")
+    out_dir = Path(output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = FolderReport()
+    run_exclusive(registry.load_model, model, device)
+    for i, path in enumerate(files):
+        target = out_dir / (path.stem + suffix)
+        try:
+            if target.exists() and not overwrite:
+                raise InputError(f"{target.name} exists (not overwriting)")
+            img = prepare_image(path, max_side)
+            out = run_exclusive(lambda: translate_pil(registry.load_model(model, device), img))
+            Image.fromarray(out).save(target)
+            report.written.append(target)
+        except (InputError, OSError) as exc:
+            msg = f"{path.name}: {exc}"
+            report.skipped.append(msg)
+            if on_skip:
+                on_skip(msg)
+        if progress:
+            progress((i + 1) / len(files), path.name)
+    return report
+
