@@ -8,7 +8,7 @@ of the 2-D Fourier power spectrum.
 Here: greyscale (ITU-R BT.601 luma) in [0, 1], mean removed, optionally a separable Hann window against the
 border discontinuity, |FFT|², then averaged over rings of equal *normalised* radial frequency
 ``f = sqrt((ky / H)² + (kx / W)²)`` in cycles per pixel, so that images of any aspect ratio share one axis
-(0 = DC, 0.5 = Nyquist; the corners beyond 0.5 are left out because their rings are incomplete).
+(0 = DC, 0.5 = Nyquist along an axis, up to 0.5·√2 in the corners, where a diagonal checkerboard shows up).
 
 numpy only (no torch, no gradio): usable from the engine, the CLI and the demo.
 """
@@ -72,21 +72,27 @@ class Spectrum1D:
         return 10.0 * np.log10(np.maximum(self.power, 1e-20))
 
 
-def azimuthal_average(image, n_bins: int | None = None, window: bool = True) -> Spectrum1D:
+def azimuthal_average(image, n_bins: int | None = None, window: bool = True, corners: bool = True) -> Spectrum1D:
     """The azimuthally averaged power spectrum of ``image`` (DC excluded).
 
-    ``n_bins`` defaults to min(H, W) // 2, one bin per integer radius of the shorter side.
+    ``n_bins`` rings of equal width span [0, 0.5] cycles/pixel (default min(H, W) // 2, one ring per integer
+    radius of the shorter side); with ``corners`` further rings of the same width continue into the corners of the
+    spectrum up to 0.5·√2, where the diagonal checkerboard of transposed convolutions lives (those rings are
+    incomplete circles; each value is the mean over the frequencies that exist).
     """
     power, radius = power_spectrum_2d(image, window=window)
     if n_bins is None:
         n_bins = max(2, min(power.shape) // 2)
-    edges = np.linspace(0.0, 0.5, n_bins + 1)
+    width = 0.5 / n_bins
+    top = float(radius.max()) if corners else 0.5
+    total_bins = max(n_bins, int(np.ceil(top / width - 1e-9)))
+    edges = np.arange(total_bins + 1) * width
     r = radius.ravel()
     p = power.ravel()
-    keep = (r > 0) & (r <= 0.5)
-    idx = np.clip(np.searchsorted(edges, r[keep], side="left") - 1, 0, n_bins - 1)
-    sums = np.bincount(idx, weights=p[keep], minlength=n_bins)
-    counts = np.bincount(idx, minlength=n_bins)
+    keep = (r > 0) & (r <= edges[-1])
+    idx = np.clip(np.searchsorted(edges, r[keep], side="left") - 1, 0, total_bins - 1)
+    sums = np.bincount(idx, weights=p[keep], minlength=total_bins)
+    counts = np.bincount(idx, minlength=total_bins)
     valid = counts > 0
     centres = 0.5 * (edges[:-1] + edges[1:])
     return Spectrum1D(centres[valid], sums[valid] / counts[valid])
