@@ -1,0 +1,150 @@
+"""The "Horse → Zebra" tab: unpaired translation with CycleGAN, CUT / FastCUT and GAN Compression.
+
+One image (slider comparison + spectrum analysis), several images (gallery in, gallery out) or a video file.
+Engine work goes through engine.pipelines.translate on the shared engine queue; no torch here.
+"""
+from __future__ import annotations
+
+import gradio as gr
+
+from demos.common import ENGINE_QUEUE, AppContext, guarded, model_choices, progress_callback, usable_models, weights_notice
+from engine import spectrum
+from engine.errors import InputError
+from engine.pipelines import translate as T
+
+INTRO = """### Unpaired image-to-image translation
+**CycleGAN** (Zhu et al., ICCV 2017) · **CUT / FastCUT** (Park et al., ECCV 2020: the same ResNet generator with
+antialiased down/up-sampling) · **GAN Compression** (Li et al., CVPR 2020: a 0.36 M-parameter mobile generator,
+about 30× smaller than CycleGAN's). Any size and aspect ratio: images are reflect-padded to a multiple of 4,
+translated and cropped back, so the output has exactly the input's size (after the optional *max side* shrink)."""
+
+SPECTRUM_HELP = """The azimuthally averaged power spectrum (Durall et al., CVPR 2020, *Watch your Up-Convolution*):
+power per ring of equal spatial frequency (cycles/pixel; 0.5 = Nyquist along an axis, up to 0.71 in the corners),
+each curve shifted to start at 0 dB. Transposed-convolution generators (CycleGAN, GAN Compression) tend to leave
+excess power at the highest frequencies (a checkerboard); CUT's antialiased up-sampling is meant to suppress it."""
+
+
+def _choices() -> tuple[list[tuple[str, str]], str | None]:
+    usable = set(usable_models(T.TASK))
+    choices = [(label, name) for label, name in model_choices(T.TASK) if name in usable]
+    names = [name for _, name in choices]
+    default = T.DEFAULT_MODEL if T.DEFAULT_MODEL in names else (names[0] if names else None)
+    return choices, default
+
+
+def _need_model(model: str | None) -> str:
+    if not model:
+        raise InputError("No translation model has its weights on this machine; see the note above for how to get "
+                         "them.")
+    return model
+
+
+def _summary(inp, out) -> str:
+    share = spectrum.spectrum_summary({"input": inp, "output": out})
+    band = {k: spectrum.band_energy(v, 0.35, 1.0) for k, v in (("input", inp), ("output", out))}
+    return (f"Output {out.shape[1]}×{out.shape[0]}. Share of spectral power above 0.25 cycles/px: "
+            f"input {share['input'] * 100:.2f} %, output {share['output'] * 100:.2f} %; "
+            f"above 0.35 (where up-convolution artefacts sit): input {band['input'] * 100:.3f} %, "
+            f"output {band['output'] * 100:.3f} %.")
+
+
+@guarded
+def translate_one(image, model, max_side, progress=gr.Progress()):
+    model = _need_model(model)
+    if image is None:
+        raise InputError("Upload an image (or pick an example) first.")
+    report = progress_callback(progress)
+    if report:
+        report(0.1, "translating")
+    inp, out = T.translate(image, model, max_side=int(max_side or 0) or None, return_input=True)
+    if report:
+        report(0.9, "spectrum analysis")
+    table = spectrum.spectrum_table({"input": inp, "output": out})
+    return (inp, out), table, _summary(inp, out)
+
+
+@guarded
+def translate_gallery(items, model, max_side, progress=gr.Progress()):
+    model = _need_model(model)
+    if not items:
+        raise InputError("Add one or more images to the gallery first.")
+    res = T.translate_many(items, model, max_side=int(max_side or 0) or None, progress=progress_callback(progress))
+    for msg in res.errors:
+        gr.Warning(f"Skipped {msg}")
+    gallery = [(out, name) for out, name in zip(res.outputs, res.names)]
+    pairs = list(zip(res.inputs, res.outputs))
+    first = pairs[0] if pairs else None
+    status = f"{res.ok} translated" + (f", {len(res.errors)} skipped: " + "; ".join(res.errors) if res.errors else ".")
+    return gallery, pairs, first, status
+
+
+def show_pair(pairs, evt: gr.SelectData):
+    if not pairs or evt.index is None or evt.index >= len(pairs):
+        return gr.skip()
+    return pairs[evt.index]
+
+
+@guarded
+def translate_clip(video, model, max_side, max_seconds, progress=gr.Progress()):
+    model = _need_model(model)
+    if not video:
+        raise InputError("Upload a video file first.")
+    res = T.translate_video(video, model, max_side=int(max_side or 0) or T.VIDEO_MAX_SIDE,
+                            max_seconds=float(max_seconds), progress=progress_callback(progress))
+    note = (f"{res.frames} frames at {res.fps:.3g} fps, {res.width}×{res.height}"
+            + (f" — only the first {max_seconds:g} s were translated (the clip is longer)." if res.truncated else ".")
+            + " Audio is not kept.")
+    return str(res.path), note
+
+
+def build(ctx: AppContext) -> None:
+    gr.Markdown(INTRO)
+    notice = weights_notice([m.name for m in T.translation_models()])
+    if notice:
+        gr.Markdown(notice)
+    choices, default = _choices()
+    with gr.Row():
+        model = gr.Dropdown(choices=choices, value=default, label="Model (only models whose weights are available)",
+                            interactive=bool(choices), scale=3)
+        max_side = gr.Slider(0, 2048, value=512, step=32, label="Max side (px, 0 = keep the size)", scale=2)
+
+    with gr.Tab("One image"):
+        with gr.Row():
+            image = gr.Image(label="Input", type="numpy", sources=["upload", "clipboard"], height=360)
+            slider = gr.ImageSlider(label="Input ↔ output (drag to compare)", type="numpy", max_height=360,
+                                    interactive=False)
+        run = gr.Button("Translate", variant="primary")
+        examples = ctx.data_files("horse2zebra", "testA", limit=6) + ctx.data_files("horse2zebra", "testB", limit=2)
+        if examples:
+            gr.Examples(examples=[[p] for p in examples], inputs=[image], label="Examples (horse2zebra test set)")
+        with gr.Accordion("Analysis: 1-D power spectrum of input and output", open=True):
+            gr.Markdown(SPECTRUM_HELP)
+            plot = gr.LinePlot(x="frequency", y="power_db", color="image", x_title="spatial frequency (cycles/pixel)",
+                               y_title="power (dB, relative)", height=320, label="Azimuthally averaged spectrum")
+            summary = gr.Markdown()
+        run.click(translate_one, [image, model, max_side], [slider, plot, summary], **ENGINE_QUEUE)
+
+    with gr.Tab("Several images"):
+        with gr.Row():
+            gallery_in = gr.Gallery(label="Inputs (drop several images)", type="filepath", interactive=True,
+                                    columns=4, height=300, file_types=["image"])
+            gallery_out = gr.Gallery(label="Translations (click one to compare)", columns=4, height=300,
+                                     interactive=False, format="png")
+        run_many = gr.Button("Translate all", variant="primary")
+        status_many = gr.Markdown()
+        pairs = gr.State([])
+        pair_view = gr.ImageSlider(label="Selected: input ↔ output", type="numpy", max_height=360, interactive=False)
+        run_many.click(translate_gallery, [gallery_in, model, max_side], [gallery_out, pairs, pair_view, status_many],
+                       **ENGINE_QUEUE)
+        gallery_out.select(show_pair, [pairs], [pair_view])
+
+    with gr.Tab("Video"):
+        with gr.Row():
+            video_in = gr.Video(label="Input video", sources=["upload"])
+            video_out = gr.Video(label="Translated (H.264 MP4)", interactive=False)
+        seconds = gr.Slider(1, 30, value=5, step=1, label="Translate at most this many seconds")
+        gr.Markdown(f"Frames are shrunk to the max side above ({T.VIDEO_MAX_SIDE} px when it is 0) and cropped to "
+                    "even sizes for H.264.")
+        run_video = gr.Button("Translate video", variant="primary")
+        status_video = gr.Markdown()
+        run_video.click(translate_clip, [video_in, model, max_side, seconds], [video_out, status_video], **ENGINE_QUEUE)
