@@ -32,7 +32,7 @@ def _gangealing(name: str, padding: str, iters: int, heads: int = 1) -> ModelSpe
     return ModelSpec(
         name=f"gangealing-{name}", task="congeal", title=f"GANgealing: {name}",
         builder="engine.models.gangealing:build_gangealing", files={"checkpoint": f"gangealing-{name}"},
-        build_args={"num_heads": heads},
+        build_args={"num_heads": heads, "name": name},
         defaults={"padding_mode": padding, "iters": iters, "num_heads": heads, "flow_size": 128, "input_size": 256},
         paper="Peebles et al., GAN-Supervised Dense Visual Alignment, CVPR 2022")
 
