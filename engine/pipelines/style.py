@@ -147,6 +147,22 @@ def mask_array(mask: Any, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(img) > 127
 
 
+def mask_from_layers(layers: Sequence[Any] | None, size: tuple[int, int]) -> np.ndarray | None:
+    """Union of the painted pixels (alpha > 0) of image-editor layers (RGBA arrays / images) at ``size`` = (W, H);
+    None when nothing is painted."""
+    mask = np.zeros((size[1], size[0]), bool)
+    for layer in layers or []:
+        if layer is None:
+            continue
+        arr = np.asarray(layer)
+        if arr.ndim != 3 or arr.shape[2] != 4:
+            continue
+        painted = arr[..., 3] > 0
+        if painted.any():
+            mask |= mask_array(painted, size)
+    return mask if mask.any() else None
+
+
 def feature_mask(mask: np.ndarray, feat_hw: tuple[int, int]) -> torch.Tensor:
     """(H, W) bool image mask -> (1, 1, h, w) float 0/1 at feature resolution (area average >= 0.5)."""
     m = torch.from_numpy(mask.astype(np.float32))[None, None]
@@ -478,7 +494,7 @@ class StyleTransfer:
 
     def run(self, content: Any, styles: Any, *, weights: Sequence[float] | None = None, alpha: float = 1.0,
             preserve_color: bool = False, mask: Any = None, max_side: int | None = 512,
-            style_size: int | None = 512) -> StyleResult:
+            style_size: int | None = 512, progress: Progress = None) -> StyleResult:
         """Stylise ``content`` with one or more ``styles`` (paths, bytes, PIL images or arrays).
 
         ``weights``: interpolation weights (normalised); ``mask``: with exactly two styles, the region (white /
@@ -512,12 +528,18 @@ class StyleTransfer:
 
         color_key = _image_hash(img) if preserve_color else None
         stats, hits = [], 0
-        for s in styles:
+        for k, s in enumerate(styles):
+            if progress:
+                progress(0.6 * k / len(styles), f"style {k + 1}/{len(styles)}")
             st, hit = self.style_stats(s, style_size=style_size, color_ref=x if preserve_color else None,
                                        color_key=color_key)
             stats.append(st)
             hits += hit
+        if progress:
+            progress(0.6, "stylising")
         out = self.stylize_tensor(x, stats, weights=norm_w, alpha=float(alpha), mask=mask_np)
+        if progress:
+            progress(1.0, "done")
         tile = self.tile_size
         info.update({
             "size": img.size, "styles": len(styles), "weights": norm_w, "style_cache_hits": hits,

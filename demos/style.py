@@ -1,0 +1,349 @@
+"""The "Style transfer" tab: AdaIN (Huang & Belongie, ICCV 2017) on images, video files and the webcam.
+
+Styles (up to four, with interpolation weights) and the common settings sit on the left and are shared by the
+Image, Video and Webcam sub-tabs. Engine work goes through engine.pipelines.style on the shared engine queue;
+the pipeline is imported inside the handlers, so building the tab stays light and no torch is imported here.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+from demos.common import ENGINE_QUEUE, STREAM_QUEUE, AppContext, guarded, progress_callback
+from engine import registry, weights
+from engine.errors import InputError
+
+MODEL = "adain"
+N_STYLES = 4
+
+INTRO = """### Arbitrary style transfer with AdaIN
+**AdaIN** (Huang & Belongie, *Arbitrary Style Transfer in Real-time with Adaptive Instance Normalization*, ICCV 2017):
+a VGG-19 encoder (to relu4_1), adaptive instance normalisation of the content features to each style's channel
+mean and std, and a learned decoder. Any style image works, no retraining. Official weights of the PyTorch port
+(`vgg_normalised.pth`, `decoder.pth`)."""
+
+SIZE_HELP = """**Sizes.** The content is shrunk so its longer side is at most *max side* (any aspect ratio; 0 = keep),
+and never processed above {limit} px. Large images are **tiled**: above {tile} px per side the encoder and decoder
+run on overlapping {tile}-px tiles whose margins cover the networks' receptive fields, and the AdaIN statistics are
+taken over the whole image — the result is the same as in one pass, without seams, and memory stays bounded (tiles
+are halved automatically on out-of-memory). The style's shorter side is set to *style size* (the paper's test
+setting; 0 = keep)."""
+
+CACHE_HELP = """**Style cache.** A style's statistics are cached per style image (hash of its pixels) and *style
+size* (and the content, when colours are preserved): a second content with the same style skips the style encoding."""
+
+SMOOTH_HELP = """**Flicker smoothing** keeps an exponential moving average of the *content feature statistics* (the
+relu4_1 channel mean and std used to normalise each frame), not of output pixels, so colours and contrast stop
+pumping between frames without ghosting moving objects. 0 = off; 0.9 = very smooth."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# helpers (no torch)
+
+
+def _pipeline():
+    from engine.pipelines.style import default_pipeline  # lazy: torch loads on first use, not when the tab builds
+
+    return default_pipeline()
+
+
+def weights_message() -> str:
+    """Markdown notice about the AdaIN weights ('' when they are on this machine and verified)."""
+    st = registry.model_status(MODEL)
+    urls = [weights.entry(k).urls[0] for k in registry.spec(MODEL).files.values() if weights.entry(k).urls]
+    links = " and ".join(f"[{Path(u).name}]({u})" for u in urls)
+    if st.state == "random":
+        return "⚠️ **Random weights** (`ENGINE_RANDOM_WEIGHTS=1`): the pipeline runs, but the pictures are noise."
+    if st.state == "downloadable":
+        return (f"ℹ️ The official weights ({links}, about 94 MB) are downloaded on first use and checked against "
+                "their sha256.")
+    if st.state in ("missing", "corrupt"):
+        detail = f" ({st.message})" if st.state == "corrupt" else ""
+        return (f"⚠️ **AdaIN cannot run yet: its weights are {st.state} on this machine{detail}.** "
+                f"Download {links} (pytorch-AdaIN release v0.0.0), put them in `<folder>/adain/` and start the app "
+                "with `--weights-dir <folder>` (or set `WEIGHTS_DIR`). The rest of the app works without them.")
+    return ""
+
+
+def _styles(values: list, use_weights: bool = True) -> tuple[list, list[float]]:
+    """(styles, weights) from the alternating [style1, w1, style2, w2, ...] inputs, skipping empty slots."""
+    styles, ws = [], []
+    for i in range(0, len(values), 2):
+        img, w = values[i], values[i + 1]
+        if img is not None:
+            styles.append(img)
+            ws.append(float(w if w is not None else 1.0) if use_weights else 1.0)
+    if not styles:
+        raise InputError("Add a style image (Style 1) first.")
+    if use_weights and sum(ws) <= 0:
+        raise InputError("All style weights are 0: give at least one style a weight above 0.")
+    return styles, ws
+
+
+def _content_and_mask(editor, mask_file, spatial: bool):
+    from engine.pipelines.style import mask_array, mask_from_layers
+
+    if not editor or (editor.get("background") is None and editor.get("composite") is None):
+        raise InputError("Upload a content image first (or click an example).")
+    content = editor.get("background")
+    if content is None:
+        content = editor["composite"]
+    if not spatial:
+        return content, None
+    size = (content.shape[1], content.shape[0])
+    if mask_file is not None:
+        mask = mask_array(mask_file, size)
+        if not mask.any() or mask.all():
+            raise InputError("The uploaded mask selects nothing (or everything): white marks the region for Style 1.")
+        return content, mask
+    mask = mask_from_layers(editor.get("layers"), size)
+    if mask is None:
+        raise InputError("Spatial control is on: paint the region for Style 1 over the content with the brush, "
+                         "or upload a mask (white = Style 1).")
+    return content, mask
+
+
+def _describe(info: dict) -> str:
+    w, h = info["size"]
+    parts = [f"{w}×{h} px"]
+    if info.get("resized_from"):
+        rw, rh = info["resized_from"]
+        parts.append(f"shrunk from {rw}×{rh}")
+    if info.get("capped_at"):
+        parts.append(f"capped at {info['capped_at']} px")
+    if info["spatial_control"]:
+        parts.append("spatial control: painted region → Style 1, the rest → Style 2")
+    elif info["styles"] > 1:
+        parts.append("weights " + ", ".join(f"{x:.2f}" for x in info["weights"]))
+    cached = info["style_cache_hits"]
+    parts.append(f"style statistics from cache for {cached}/{info['styles']} style(s)" if cached
+                 else "styles encoded (now cached)")
+    if info["tiled"]:
+        parts.append(f"tiled ({info['tile_size']} px tiles)")
+    if info["preserve_color"]:
+        parts.append("content colours preserved")
+    parts.append(f"{info['seconds']:.2f} s on {info['device']}")
+    return " · ".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# handlers
+
+
+@guarded
+def stylize_image(editor, mask_file, spatial, style1, weight1, style2, weight2, style3, weight3, style4, weight4,
+                  alpha, preserve_color, max_side, style_size, progress=gr.Progress()):
+    """Content (image-editor value) + styles -> (stylised image, description)."""
+    style_values = [style1, weight1, style2, weight2, style3, weight3, style4, weight4]
+    preserve = preserve_color
+    content, mask = _content_and_mask(editor, mask_file, bool(spatial))
+    if mask is not None:
+        s1, s2 = style_values[0], style_values[2]
+        if s1 is None or s2 is None:
+            raise InputError("Spatial control needs Style 1 (painted region) and Style 2 (the rest).")
+        styles, ws = [s1, s2], None
+    else:
+        styles, ws = _styles(style_values)
+    res = _pipeline().run(content, styles, weights=ws, alpha=float(alpha), preserve_color=bool(preserve), mask=mask,
+                          max_side=int(max_side or 0), style_size=int(style_size or 0),
+                          progress=progress_callback(progress))
+    return res.image, _describe(res.info)
+
+
+@guarded
+def stylize_video(video, style1, weight1, style2, weight2, style3, weight3, style4, weight4, alpha, preserve_color,
+                  style_size, max_side, max_seconds, smooth, progress=gr.Progress()):
+    """Video file + styles -> (MP4 path, description)."""
+    style_values = [style1, weight1, style2, weight2, style3, weight3, style4, weight4]
+    preserve = preserve_color
+    if not video:
+        raise InputError("Upload a video file first (or click the example).")
+    styles, ws = _styles(style_values)
+    res = _pipeline().stylize_video(video, styles, weights=ws, alpha=float(alpha), preserve_color=bool(preserve),
+                                    max_side=int(max_side or 0), style_size=int(style_size or 0),
+                                    max_seconds=float(max_seconds), max_frames=None, smooth=float(smooth),
+                                    progress=progress_callback(progress))
+    src = res.info.get("source_seconds")
+    note = (f"{res.frames} frames at {res.fps:.3g} fps, {res.size[0]}×{res.size[1]} px, "
+            f"{res.info['frames_per_second']:.2f} frames/s"
+            + (f" — only the first {float(max_seconds):g} s of {src:.1f} s were stylised." if src and src > float(max_seconds) + 0.05
+               else ".")
+            + (f" Flicker smoothing {float(smooth):.2f} (EMA of content statistics)." if smooth else "")
+            + " Audio is not kept.")
+    return str(res.path), note
+
+
+def stream_frame(frame, style1, weight1, style2, weight2, style3, weight3, style4, weight4, alpha, preserve_color,
+                 style_size, max_side, smooth, state):
+    """Webcam: one frame in, one stylised frame out. Without a style the frame is passed through unchanged."""
+    style_values = [style1, weight1, style2, weight2, style3, weight3, style4, weight4]
+    preserve = preserve_color
+    if frame is None:
+        return None, state
+    try:
+        styles, ws = _styles(style_values)
+    except InputError:
+        return frame, state
+    try:
+        out, state = _pipeline().stylize_frame(frame, styles, state, weights=ws, alpha=float(alpha),
+                                               preserve_color=bool(preserve), max_side=int(max_side or 0),
+                                               style_size=int(style_size or 0), smooth=float(smooth))
+    except Exception as exc:  # noqa: BLE001 - a bad frame must not end the stream with a traceback
+        from demos.common import user_message
+
+        raise gr.Error(user_message(exc), print_exception=False) from exc
+    return out, state
+
+
+def reset_stream():
+    return None
+
+
+def _clear(n: int):
+    return (lambda: [None] * n) if n > 1 else (lambda: None)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# examples
+
+
+def _image_examples(ctx: AppContext) -> tuple[list[list], list[str]]:
+    """Rows [content, s1..s4, w1..w4, alpha, preserve, spatial, mask] with labels, from the data folder."""
+    rows, labels = [], []
+
+    def add(label, content, styles, weights=None, alpha=1.0, preserve=False, spatial=False, mask=None):
+        if content is None or any(s is None for s in styles) or (spatial and mask is None):
+            return
+        weights = list(weights or [1.0] * len(styles)) + [1.0] * (N_STYLES - len(styles))
+        styles = [str(s) for s in styles] + [None] * (N_STYLES - len(styles))
+        rows.append([str(content), *styles, *weights, alpha, preserve, spatial, str(mask) if mask else None])
+        labels.append(label)
+
+    inp = ("adain-examples", "input")
+    c = lambda name: ctx.data(*inp, "content", name)  # noqa: E731
+    s = lambda name: ctx.data(*inp, "style", name)  # noqa: E731
+    add("Cornell × Matisse, Woman with a Hat", c("cornell.jpg"), [s("woman_with_hat_matisse.jpg")])
+    add("Chicago × Asheville", c("chicago.jpg"), [s("asheville.jpg")])
+    add("Sailboat × sketch", c("sailboat.jpg"), [s("sketch.png")])
+    add("Lenna × En campo gris, α = 0.6", c("lenna.jpg"), [s("en_campo_gris.jpg")], alpha=0.6)
+    add("New York × brushstrokes, colours preserved", c("newyork.jpg"), [s("brushstrokes.jpg")], preserve=True)
+    add("Avril × four styles, equal weights", c("avril.jpg"),
+        [s("picasso_self_portrait.jpg"), s("impronte_d_artista.jpg"), s("trial.jpg"), s("antimonocromatismo.jpg")])
+    add("Blonde girl: masked region × peasant dress, rest × Mondrian (spatial control)", c("blonde_girl.jpg"),
+        [s("woman_in_peasant_dress_cropped.jpg"), s("mondrian_cropped.jpg")], spatial=True,
+        mask=ctx.data(*inp, "mask", "mask.png"))
+    cnt = ctx.data_files("style-eval", "data", "cnt", limit=4)
+    sty = ctx.data_files("style-eval", "data", "sty", limit=4)
+    for i, (cp, sp) in enumerate(zip(cnt, sty)):
+        add(f"Evaluation set: content {Path(cp).stem} × style {Path(sp).stem}", Path(cp), [Path(sp)])
+    return rows, labels
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# layout
+
+
+def build(ctx: AppContext) -> None:
+    from engine.pipelines import style as S_limits  # for its size limits (no model is built here)
+
+    gr.Markdown(INTRO)
+    notice = weights_message()
+    if notice:
+        gr.Markdown(notice)
+
+    with gr.Row():
+        with gr.Column(scale=1, min_width=300):
+            gr.Markdown("#### Styles")
+            style_inputs: list = []   # [style 1, weight 1, style 2, weight 2, ...]
+
+            def style_slot(i: int) -> None:
+                style_inputs.append(gr.Image(label=f"Style {i + 1}", type="numpy", sources=["upload", "clipboard"],
+                                             height=180, image_mode="RGB"))
+                style_inputs.append(gr.Slider(0, 1, value=1.0, step=0.05, label=f"Weight of style {i + 1}"))
+
+            style_slot(0)
+            with gr.Accordion("More styles: interpolation (weights) or spatial control (Style 2)", open=False):
+                for i in range(1, N_STYLES):
+                    style_slot(i)
+            style_boxes = style_inputs[0::2]
+            gr.Markdown("#### Settings")
+            alpha = gr.Slider(0, 1, value=1.0, step=0.05, label="Content ↔ style trade-off α (1 = full style)")
+            preserve = gr.Checkbox(value=False, label="Preserve the content's colours (CORAL recolouring of the style)")
+            style_size = gr.Slider(0, 1024, value=512, step=32, label="Style size (shorter side, px; 0 = keep)")
+
+        with gr.Column(scale=2):
+            with gr.Tab("Image"):
+                with gr.Row():
+                    editor = gr.ImageEditor(
+                        label="Content (paint over it for spatial control)", type="numpy", image_mode="RGBA",
+                        sources=["upload", "clipboard", "webcam"], height=420, transforms=(),
+                        brush=gr.Brush(colors=["rgba(255, 0, 0, 0.6)"], color_mode="fixed", default_size=30),
+                        layers=False)
+                    output = gr.Image(label="Stylised", type="pil", format="png", height=420, interactive=False)
+                with gr.Row():
+                    spatial = gr.Checkbox(value=False, label="Spatial control: painted region → Style 1, rest → Style 2")
+                    mask_file = gr.Image(label="…or upload a mask (white = Style 1)", type="numpy", image_mode="L",
+                                         sources=["upload"], height=120)
+                max_side = gr.Slider(0, S_limits.MAX_SIDE_LIMIT, value=512, step=32,
+                                     label=f"Max side of the content (px; 0 = keep, capped at {S_limits.MAX_SIDE_LIMIT})")
+                run = gr.Button("Stylise", variant="primary")
+                info = gr.Markdown()
+                gr.Markdown(SIZE_HELP.format(limit=S_limits.MAX_SIDE_LIMIT, tile=S_limits.DEFAULT_TILE) + "\n\n"
+                            + CACHE_HELP)
+                image_inputs = [editor, mask_file, spatial, *style_inputs, alpha, preserve, max_side, style_size]
+                run.click(stylize_image, image_inputs, [output, info], api_name="stylize_image", **ENGINE_QUEUE)
+                rows, labels = _image_examples(ctx)
+                if rows:
+                    example_inputs = [editor, *style_boxes, *style_inputs[1::2], alpha, preserve, spatial, mask_file]
+                    examples = gr.Examples(rows, example_inputs, label="Examples (one click: load and stylise)",
+                                           example_labels=labels, cache_examples=False, examples_per_page=12)
+                    # Gradio leaves a column that is empty in every example untouched: clear those style slots
+                    unset = [box for k, box in enumerate(style_boxes) if all(row[1 + k] is None for row in rows)]
+                    event = examples.load_input_event
+                    if unset:
+                        event = event.then(_clear(len(unset)), None, unset, api_visibility="private", queue=False)
+                    event.then(stylize_image, image_inputs, [output, info], api_visibility="undocumented",
+                               **ENGINE_QUEUE)
+
+            with gr.Tab("Video"):
+                with gr.Row():
+                    video_in = gr.Video(label="Input video", sources=["upload"], height=320)
+                    video_out = gr.Video(label="Stylised (MP4)", interactive=False, height=320)
+                with gr.Row():
+                    video_side = gr.Slider(64, 1024, value=320, step=32, label="Frame max side (px)")
+                    seconds = gr.Slider(1, 60, value=4, step=1, label="Stylise at most this many seconds")
+                    video_smooth = gr.Slider(0, 0.95, value=0.6, step=0.05, label="Flicker smoothing (EMA)")
+                run_video = gr.Button("Stylise video", variant="primary")
+                video_info = gr.Markdown()
+                gr.Markdown(SMOOTH_HELP + " With colour preservation the styles are recoloured to the first frame.")
+                video_inputs = [video_in, *style_inputs, alpha, preserve, style_size, video_side, seconds, video_smooth]
+                run_video.click(stylize_video, video_inputs, [video_out, video_info], api_name="stylize_video",
+                                **ENGINE_QUEUE)
+                clip = ctx.data("adain-examples", "input", "videos", "cutBunny.mp4")
+                style_ex = ctx.data("adain-examples", "input", "style", "la_muse.jpg")
+                if clip and style_ex:
+                    vex = gr.Examples([[str(clip), str(style_ex)]], [video_in, style_boxes[0]],
+                                      label="Example (one click: load and stylise)",
+                                      example_labels=["Big Buck Bunny clip × La Muse"], cache_examples=False)
+                    vex.load_input_event.then(
+                        _clear(N_STYLES - 1), None, style_boxes[1:], api_visibility="private", queue=False,
+                    ).then(stylize_video, video_inputs, [video_out, video_info], api_visibility="undocumented",
+                           **ENGINE_QUEUE)
+
+            with gr.Tab("Webcam"):
+                gr.Markdown("Live stylisation of your webcam with the styles on the left. Press *record* on the "
+                            "webcam box to start streaming. On a CPU keep the frame size small.")
+                with gr.Row():
+                    cam = gr.Image(label="Webcam", sources=["webcam"], streaming=True, type="numpy", height=320)
+                    cam_out = gr.Image(label="Stylised", type="numpy", height=320, interactive=False)
+                with gr.Row():
+                    cam_side = gr.Slider(64, 768, value=256, step=32, label="Frame max side (px)")
+                    cam_smooth = gr.Slider(0, 0.95, value=0.8, step=0.05, label="Flicker smoothing (EMA)")
+                gr.Markdown(SMOOTH_HELP)
+                cam_state = gr.State(None)
+                cam.stream(stream_frame, [cam, *style_inputs, alpha, preserve, style_size, cam_side, cam_smooth,
+                                          cam_state], [cam_out, cam_state], api_name="stylize_webcam_frame",
+                           **STREAM_QUEUE)
+                for trigger in (*style_boxes, preserve):  # a new style or colour setting starts fresh statistics
+                    trigger.change(reset_stream, None, cam_state, api_visibility="private", queue=False)
