@@ -248,7 +248,7 @@ def evaluate_translation(model: str, source_dir: str | Path, target_dir: str | P
     if len(sources) < 2 or len(targets) < 2:
         raise InputError("Need at least two images in each folder.")
     result = T.translate_many(sources, model, max_side=max_side, device=device, progress=progress,
-                              max_images=None)
+                              max_images=None, exact=True)   # plain fp32: no reduced-precision fast path
     fake = result.outputs
     mu_b, s_b = statistics(activations(targets, extractor, device=device))
     mu_f, s_f = statistics(activations(fake, extractor, device=device))

@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights-dir", action="append", default=[], help="folder with checkpoints (repeatable)")
     parser.add_argument("--format", default="png", choices=["png", "jpg", "webp"], help="output image format")
     parser.add_argument("--no-overwrite", action="store_true", help="skip outputs that already exist")
+    parser.add_argument("--fp32", action="store_true",
+                        help="plain float32 (no bf16/fp16 fast path); bit-for-bit comparable runs")
     parser.add_argument("--list", action="store_true", help="list the translation models and their weights")
     args = parser.parse_args(argv)
     if args.weights_dir:
@@ -67,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = T.translate_folder(args.input, args.output, model, max_side=args.max_side or None,
                                     device=args.device, progress=_progress_printer(), suffix="." + args.format,
-                                    overwrite=not args.no_overwrite, on_skip=on_skip)
+                                    overwrite=not args.no_overwrite, exact=args.fp32, on_skip=on_skip)
     except EngineError as exc:
         print(f"\nerror: {exc}", file=sys.stderr)
         return 2

@@ -12,6 +12,8 @@ Long jobs (galleries, folders, video) take a ``progress(fraction, description)``
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 import os
 import tempfile
@@ -69,35 +71,72 @@ def _check_model_name(name: str) -> None:
 
 # ---- optimised inference --------------------------------------------------------------------------------------
 
-# What the benchmark (benchmarks/bench_translate.py) measured to help, per device type. Only measured wins are on:
-# - inference_mode: always (no autograd bookkeeping);
-# - channels_last: helps the big ResNet generators on CUDA (cuDNN NHWC); on CPU it was not a consistent win;
-# - half precision (autocast fp16/bf16): CUDA only; CPU stays fp32;
-# - torch.compile: not used (minutes of compile time per new image size, no steady-state win worth it here).
+# What benchmarks/bench_translate.py measured, per device type (only measured wins are on):
+# - inference_mode: always (no autograd bookkeeping; equal or slightly faster than no_grad);
+# - channels_last: slower on CPU for all three families (0.7-0.95x on a 2-core EPYC), so off; not measured on
+#   CUDA here (no GPU was available), so off there too until bench_translate.py shows a win;
+# - half precision: bf16 autocast on a CPU with native bf16 (avx512_bf16 / amx_bf16) was 1.5-2.0x faster with a
+#   mean output change of 0.5/255 (max 8/255); CPUs without it emulate bf16 slowly, so it is on only where native.
+#   On CUDA the engine's autocast dtype (bf16/fp16) is used, the foundation's accelerator policy;
+# - torch.compile: not used (minutes of compile time per new input size on CPU, recompiles for every new size).
+# ``exact=True`` (FID evaluation, the CLI's --fp32) always runs plain fp32.
 FAST_PATH = {
-    "cpu": {"channels_last": False, "autocast": False},
-    "cuda": {"channels_last": True, "autocast": True},
-    "mps": {"channels_last": False, "autocast": False},
+    "cpu": {"channels_last": False, "half": "native-bf16"},
+    "cuda": {"channels_last": False, "half": True},
+    "mps": {"channels_last": False, "half": False},
 }
 
 _prepared: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
-def _plan(device, optimize: bool) -> dict:
-    if not optimize:
-        return {"channels_last": False, "autocast": False}
-    return FAST_PATH.get(device.type, {"channels_last": False, "autocast": False})
+@functools.lru_cache(maxsize=1)
+def _cpu_flags() -> frozenset[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="ignore")
+    except OSError:
+        return frozenset()
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[1].split())
+            break
+    return frozenset(flags)
 
 
-def run_generator(model, x01, device=None, optimize: bool = True):
+def cpu_has_native_bf16() -> bool:
+    """True on x86 CPUs with bf16 instructions (``ENGINE_CPU_BF16=0/1`` overrides the detection)."""
+    env = os.environ.get("ENGINE_CPU_BF16", "").strip().lower()
+    if env in {"0", "1", "false", "true", "no", "yes", "off", "on"}:
+        return env in {"1", "true", "yes", "on"}
+    return bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
+def inference_plan(device, exact: bool = False) -> tuple[bool, "torch.dtype | None"]:
+    """(channels_last, autocast dtype or None) that run_generator uses on ``device``."""
+    import torch
+
+    from ..device import autocast_dtype
+
+    plan = FAST_PATH.get(device.type, {"channels_last": False, "half": False})
+    if exact:
+        return False, None
+    dtype = None
+    if plan["half"] == "native-bf16":
+        dtype = torch.bfloat16 if cpu_has_native_bf16() else None
+    elif plan["half"]:
+        dtype = autocast_dtype(device)
+    return plan["channels_last"], dtype
+
+
+def run_generator(model, x01, device=None, exact: bool = False):
     """Translate a float tensor (N, 3, H, W) in [0, 1] -> (N, 3, H, W) in [0, 1] on CPU, any H, W >= MIN_SIDE.
 
-    Pads (reflect) to the model's ``size_multiple``, maps to [-1, 1], runs, crops back. Call inside the engine
-    lock (the public functions below do).
+    Pads (reflect) to the model's ``size_multiple``, maps to [-1, 1], runs with the device's fast path (see
+    FAST_PATH; ``exact`` forces plain fp32), crops back. Call inside the engine lock (the functions below do).
     """
     import torch
 
-    from ..device import autocast, is_oom
+    from ..device import is_oom
 
     if x01.dim() != 4 or x01.shape[1] != 3:
         raise InputError(f"Expected an (N, 3, H, W) image batch; got shape {tuple(x01.shape)}.")
@@ -107,15 +146,16 @@ def run_generator(model, x01, device=None, optimize: bool = True):
     if device is None:
         device = next(model.parameters()).device
     device = torch.device(device)
-    plan = _plan(device, optimize)
-    fmt = torch.channels_last if plan["channels_last"] else torch.contiguous_format
+    channels_last, half = inference_plan(device, exact)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
     if _prepared.get(model) != fmt:
         model.to(memory_format=fmt)
         _prepared[model] = fmt
+    amp = torch.autocast(device.type, dtype=half) if half is not None else contextlib.nullcontext()
     multiple = int(getattr(model, "size_multiple", 4))
     x, size = imageio.pad_to_multiple(x01, multiple, mode="reflect")
     try:
-        with torch.inference_mode(), autocast(device, enabled=plan["autocast"]):
+        with torch.inference_mode(), amp:
             x = x.to(device, non_blocking=True).mul(2.0).sub(1.0).contiguous(memory_format=fmt)
             y = model(x)
         y = imageio.crop_to(y, size).float().add(1.0).mul(0.5).clamp(0.0, 1.0)
@@ -146,14 +186,14 @@ def prepare_image(src, max_side: int | None = DEFAULT_MAX_SIDE) -> Image.Image:
     return resized
 
 
-def translate_pil(model, img: Image.Image, device=None, optimize: bool = True) -> np.ndarray:
+def translate_pil(model, img: Image.Image, device=None, exact: bool = False) -> np.ndarray:
     """One prepared RGB image through a loaded generator -> (H, W, 3) uint8. Call inside the engine lock."""
-    y = run_generator(model, imageio.pil_to_tensor(img), device=device, optimize=optimize)
+    y = run_generator(model, imageio.pil_to_tensor(img), device=device, exact=exact)
     return imageio.tensor_to_numpy(y)
 
 
 def translate(image, model: str = DEFAULT_MODEL, *, max_side: int | None = DEFAULT_MAX_SIDE, device=None,
-              return_input: bool = False):
+              return_input: bool = False, exact: bool = False):
     """Translate one image with the registry model ``model``.
 
     Returns the output as (H, W, 3) uint8, the size of the (resized) input; with ``return_input`` returns
@@ -166,7 +206,7 @@ def translate(image, model: str = DEFAULT_MODEL, *, max_side: int | None = DEFAU
 
     def job():
         net = registry.load_model(model, device)
-        return translate_pil(net, img)
+        return translate_pil(net, img, exact=exact)
 
     out = run_exclusive(job)
     return (np.asarray(img, dtype=np.uint8), out) if return_input else out
@@ -193,7 +233,8 @@ def _name_of(src, index: int) -> str:
 
 
 def translate_many(images: Sequence, model: str = DEFAULT_MODEL, *, max_side: int | None = DEFAULT_MAX_SIDE,
-                   device=None, progress: Progress = None, max_images: int | None = 64) -> BatchResult:
+                   device=None, progress: Progress = None, max_images: int | None = 64,
+                   exact: bool = False) -> BatchResult:
     """Translate several images (paths, bytes, PIL, arrays, or gr.Gallery (path, caption) pairs), one at a time
     under the engine lock so other requests interleave. Unreadable inputs are skipped and reported in ``errors``."""
     from ..queue import run_exclusive
@@ -213,7 +254,7 @@ def translate_many(images: Sequence, model: str = DEFAULT_MODEL, *, max_side: in
         raw = src[0] if isinstance(src, tuple) else src
         try:
             img = prepare_image(raw, max_side)
-            out = run_exclusive(lambda: translate_pil(registry.load_model(model, device), img))
+            out = run_exclusive(lambda: translate_pil(registry.load_model(model, device), img, exact=exact))
         except InputError as exc:
             result.errors.append(f"{name}: {exc}")
         else:
@@ -380,7 +421,7 @@ class FolderReport:
 
 def translate_folder(input_dir: str | os.PathLike, output_dir: str | os.PathLike, model: str = DEFAULT_MODEL, *,
                      max_side: int | None = DEFAULT_MAX_SIDE, device=None, progress: Progress = None,
-                     suffix: str = ".png", overwrite: bool = True,
+                     suffix: str = ".png", overwrite: bool = True, exact: bool = False,
                      on_skip: Callable[[str], None] | None = None) -> FolderReport:
     """Translate every image file in ``input_dir`` into ``output_dir`` (same stem, ``suffix`` format).
     Unreadable files are skipped and reported; the output folder is created."""
@@ -400,7 +441,7 @@ def translate_folder(input_dir: str | os.PathLike, output_dir: str | os.PathLike
             if target.exists() and not overwrite:
                 raise InputError(f"{target.name} exists (not overwriting)")
             img = prepare_image(path, max_side)
-            out = run_exclusive(lambda: translate_pil(registry.load_model(model, device), img))
+            out = run_exclusive(lambda: translate_pil(registry.load_model(model, device), img, exact=exact))
             Image.fromarray(out).save(target)
             report.written.append(target)
         except (InputError, OSError) as exc:
