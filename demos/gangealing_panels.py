@@ -65,8 +65,10 @@ def congeal(image, model, resolution, flip, progress=gr.Progress()):
 
 def _examples(ctx: AppContext) -> list[list]:
     rows = []
-    for parts, model in ((("faces", "assets", "representative", "afhq", "src"), "gangealing-cat"),
-                         (("faces", "assets", "representative", "celeba_hq", "src"), "gangealing-celeba")):
+    base = ("faces", "assets", "representative")
+    for parts, model in (((*base, "afhq", "src", "cat"), "gangealing-cat"),
+                         ((*base, "afhq", "src", "dog"), "gangealing-dog"),
+                         ((*base, "celeba_hq", "src", "female"), "gangealing-celeba")):
         rows += [[path, model] for path in ctx.data_files(*parts, limit=2)]
     return rows
 

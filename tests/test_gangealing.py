@@ -308,6 +308,28 @@ def test_flip_inference_picks_the_smoother_mirror():
     assert torch.allclose(res.grid[1, ..., 0], identity_grid(128)[0, ..., 0] + 0.1)
 
 
+def test_streams_reuse_the_mirror_decision_between_checks():
+    """flip_every=3: two STN passes (image + mirror) on frames 0 and 3, one pass with the kept decision between."""
+    calls = []
+
+    class Counting(CentroidSTN):
+        def forward(self, x, **kw):
+            calls.append(x.shape[0])
+            return super().forward(x, **kw)
+
+    m = tracking_model()
+    m.t_ema = Counting()
+    frames, _ = moving_frames(count=5)
+    prop = pipe.Propagator(m, dot_edit(64, (32, 32)), resolution=128, flip_every=3)
+    for img in frames:
+        prop(img)
+    assert calls == [2, 1, 1, 2, 1]
+    calls.clear()
+    res = m.congeal(torch.zeros(2, 3, 64, 64), mirror=torch.tensor([True, False]), return_image=False)
+    assert calls == [1 * 2] and res.flipped.tolist() == [True, False]  # one batch, the imposed decision
+    assert torch.allclose(res.grid[0, ..., 0], -res.grid[1, ..., 0])
+
+
 def test_clustering_model_uses_the_classifier():
     m = GANgealing(PretrainedSettings("clu", "border", 1, num_heads=4), supersize=S, max_channels=8).eval()
     with torch.no_grad():

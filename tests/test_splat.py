@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.splat import normalize, splat, splat_reference
+from engine.splat import gaussian_taps, normalize, splat, splat_fast, splat_reference
 
 
 def loop_splat(points, values, height, width, sigma):
@@ -53,7 +53,7 @@ def test_matches_the_per_point_loop(case, fn):
 def test_valid_mask_and_small_chunks(case):
     pts, vals, sigma, h, w, _, _ = case
     valid = torch.rand(pts.shape[:2], generator=torch.Generator().manual_seed(1)) > 0.5
-    acc, weight = splat(pts, vals, h, w, sigma, valid=valid, max_chunk=50)  # forces many index_add chunks
+    acc, weight = splat(pts, vals, h, w, sigma, valid=valid, max_entries=300)  # forces many point chunks
     ref_acc, ref_w = loop_splat(torch.where(valid[..., None], pts, torch.full_like(pts, -10)).numpy(), vals.numpy(),
                                 h, w, sigma.numpy())
     np.testing.assert_allclose(weight.numpy(), ref_w, atol=1e-5)
@@ -80,6 +80,51 @@ def test_nan_points_are_ignored_and_bad_sigma_rejected():
         splat(pts, torch.ones(1, 2, 1), 7, 7, 0.0)
     with pytest.raises(ValueError):
         splat(pts, torch.ones(1, 3, 1), 7, 7, 1.0)
+
+
+def loop_fast(points, values, height, width, sigma):
+    """Bilinear 4-pixel scatter, then a direct 2-D convolution with the truncated Gaussian (numpy, float64)."""
+    n, p, c = values.shape
+    grid = np.zeros((n, c + 1, height, width))
+    for b in range(n):
+        for i in range(p):
+            x, y = float(points[b, i, 0]), float(points[b, i, 1])
+            if not (0 <= x < width and 0 <= y < height):
+                continue
+            x0, y0 = math.floor(x), math.floor(y)
+            for px, wx in ((x0, 1 - (x - x0)), (x0 + 1, x - x0)):
+                for py, wy in ((y0, 1 - (y - y0)), (y0 + 1, y - y0)):
+                    if px < width and py < height:
+                        grid[b, :c, py, px] += wx * wy * values[b, i]
+                        grid[b, c, py, px] += wx * wy
+    r = math.ceil(2 * sigma)
+    out = np.zeros_like(grid)
+    for dy in range(-r, r + 1):
+        for dx in range(-r, r + 1):
+            g = math.exp(-(dx * dx + dy * dy) / (2 * sigma * sigma))
+            shifted = np.zeros_like(grid)
+            ys, yd = (slice(0, height - dy), slice(dy, height)) if dy >= 0 else (slice(-dy, height), slice(0, height + dy))
+            xs, xd = (slice(0, width - dx), slice(dx, width)) if dx >= 0 else (slice(-dx, width), slice(0, width + dx))
+            shifted[:, :, yd, xd] = grid[:, :, ys, xs]
+            out += g * shifted
+    return out[:, :c], out[:, c:]
+
+
+def test_fast_matches_its_loop_and_approximates_exact(case):
+    pts, vals, _, h, w, _, _ = case
+    acc, weight = splat_fast(pts, vals, h, w, 1.3)
+    ref_acc, ref_w = loop_fast(pts.numpy(), vals.numpy(), h, w, 1.3)
+    np.testing.assert_allclose(weight.numpy(), ref_w, atol=1e-5)
+    np.testing.assert_allclose(acc.numpy(), ref_acc, atol=1e-5)
+    assert gaussian_taps(1.3).numel() == 7
+    # a dense jittered lattice (what propagation splats): normalised colours agree with the exact footprint
+    gen = torch.Generator().manual_seed(0)
+    ys, xs = torch.meshgrid(torch.arange(40.0), torch.arange(40.0), indexing="ij")
+    lattice = torch.stack([xs * 0.9 + 2, ys * 0.9 + 2], -1).reshape(1, -1, 2) + torch.rand(1, 1600, 2, generator=gen) * 0.3
+    colour = torch.sin(lattice[..., :1] / 5.0) * 0.5 + 0.5
+    exact = normalize(*splat(lattice, colour, 40, 40, 1.3))
+    fast = normalize(*splat(lattice, colour, 40, 40, 1.3, method="fast"))
+    assert float((exact - fast)[..., 3:-3, 3:-3].abs().max()) < 0.03
 
 
 @pytest.mark.gpu

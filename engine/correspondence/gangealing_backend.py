@@ -108,15 +108,17 @@ class GANgealingBackend(Backend):
     def stream(self, edit_rgba: np.ndarray, *, reference: Optional[np.ndarray] = None, opacity: float = 1.0,
                **options) -> StreamPropagator:
         """options: resolution (128/256/512), smoothing (EMA of the warp across frames, default 0.5), flip (flip
-        inference, default True), sigma (splat footprint)."""
+        inference, default True), flip_every (re-decide the mirror every N frames, reusing it in between: one STN
+        pass instead of two; default 10), sigma (splat footprint), method ("exact" splat, or "fast": bilinear +
+        blur)."""
         from ..pipelines import gangealing as pipe
 
-        allowed = {"resolution", "smoothing", "flip", "sigma"}
+        allowed = {"resolution", "smoothing", "flip", "flip_every", "sigma", "method"}
         unknown = set(options) - allowed
         if unknown:
             from ..errors import InputError
             raise InputError(f"Unknown stream options {sorted(unknown)}; allowed: {sorted(allowed)}.")
-        kw = {"resolution": self.resolution, "smoothing": 0.5, **options}
+        kw = {"resolution": self.resolution, "smoothing": 0.5, "flip_every": 10, **options}
         return GANgealingStream(pipe.Propagator(self.model(), edit_rgba, cluster=self.cluster, opacity=opacity, **kw))
 
 

@@ -477,12 +477,13 @@ class GANgealing(nn.Module):
     @torch.no_grad()
     def congeal(self, x: torch.Tensor, *, output_resolution: Optional[int] = None, flip: bool = True,
                 cluster: Optional[int] = None, iters: Optional[int] = None, padding_mode: Optional[str] = None,
-                return_image: bool = True) -> Congealed:
+                return_image: bool = True, mirror: Optional[torch.Tensor] = None) -> Congealed:
         """Congeal with the official test settings and flip inference.
 
-        Single-head models try the image and its mirror and keep the smoother residual flow (``flip``);
-        clustering models ask the classifier for the cluster and the mirror. The returned grid always refers to
-        the *unmirrored* input (x is negated where the mirror was used).
+        Single-head models try the image and its mirror and keep the smoother residual flow (``flip``), unless
+        ``mirror`` (N,) bool imposes the decision (one pass; streams reuse a recent decision); clustering models
+        ask the classifier for the cluster and the mirror. The returned grid always refers to the *unmirrored*
+        input (x is negated where the mirror was used).
         """
         s = self.settings
         kw = dict(iters=iters or s.iters, padding_mode=padding_mode or s.padding_mode,
@@ -492,6 +493,10 @@ class GANgealing(nn.Module):
             heads, mirror = self.choose_clusters(x, cluster)
             src = torch.where(mirror.view(n, 1, 1, 1), x.flip(3), x)
             res = self.t_ema(src, heads=heads, **kw)
+        elif mirror is not None:
+            mirror = torch.as_tensor(mirror, dtype=torch.bool, device=x.device).reshape(-1).expand(n)
+            res = self.t_ema(torch.where(mirror.view(n, 1, 1, 1), x.flip(3), x), **kw)
+            heads = torch.zeros(n, dtype=torch.long, device=x.device)
         elif flip:
             both = self.t_ema(torch.cat([x, x.flip(3)], 0), **kw)
             tv = total_variation(both.delta_flow).view(2, n)

@@ -186,7 +186,9 @@ def _as_rgb_array(img, what: str = "image") -> np.ndarray:
 def frame(img, resolution: int, device: torch.device) -> Framed:
     """Edge-pad to a centred square and resize to ``resolution`` (anti-aliased)."""
     arr = _as_rgb_array(img)
-    t = torch.from_numpy(np.ascontiguousarray(arr)).to(device).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+    if not arr.flags.writeable or not arr.flags.c_contiguous:
+        arr = np.array(arr, copy=True, order="C")
+    t = torch.from_numpy(arr).to(device).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
     h, w = arr.shape[:2]
     side = max(h, w)
     top, left = (side - h) // 2, (side - w) // 2
@@ -321,9 +323,11 @@ def clear_edit_cache() -> None:
 # The stages (tensors in, tensors out; callers hold the engine lock)
 # ---------------------------------------------------------------------------------------------------------------
 
-def stage_stn(model: GANgealing, x: torch.Tensor, *, flip: bool = True, cluster: Optional[int] = None):
-    """Congealing grid at 128 px (no image sampled)."""
-    return model.congeal(x, flip=flip, cluster=cluster, return_image=False)
+def stage_stn(model: GANgealing, x: torch.Tensor, *, flip: bool = True, cluster: Optional[int] = None,
+              mirror: Optional[bool] = None):
+    """Congealing grid at 128 px (no image sampled); ``mirror`` imposes the flip decision (one STN pass)."""
+    m = None if mirror is None else torch.tensor([bool(mirror)], device=x.device)
+    return model.congeal(x, flip=flip, cluster=cluster, return_image=False, mirror=m)
 
 
 def stage_points(grid: torch.Tensor, edit: PreparedEdit, size: int, sigma: float):
@@ -335,10 +339,12 @@ def stage_points(grid: torch.Tensor, edit: PreparedEdit, size: int, sigma: float
     return grid_to_pixels(pts, size), sig
 
 
-def stage_splat(points: torch.Tensor, edit: PreparedEdit, size: int, sigma) -> tuple[torch.Tensor, torch.Tensor]:
+def stage_splat(points: torch.Tensor, edit: PreparedEdit, size: int, sigma,
+                method: str = "exact") -> tuple[torch.Tensor, torch.Tensor]:
     """Edit layer at S x S: colour (N, 3, S, S) and alpha (N, 1, S, S) in [0, 1]."""
     _, values = edit.to(points.device)
-    acc, weight = splat(points, values.unsqueeze(0).expand(points.shape[0], -1, -1), size, size, sigma)
+    acc, weight = splat(points, values.unsqueeze(0).expand(points.shape[0], -1, -1), size, size, sigma,
+                        method=method)
     return normalize(acc[:, :3], weight), normalize(acc[:, 3:], weight, soft=True)
 
 
@@ -366,12 +372,16 @@ class Propagator:
     model: registry name ("gangealing-cat") or a GANgealing module; cluster: which cluster's average the edit was
     painted on (clustering models); resolution: working resolution S; smoothing in [0, 1): exponential moving
     average of the congealing grid across consecutive frames (video / webcam jitter); flip: flip inference for
-    single-head models.
+    single-head models; flip_every: in a stream, decide the mirror (two STN passes) only every ``flip_every``
+    frames and reuse the decision in between (one pass); method: "exact" Gaussian splat (the official footprint)
+    or "fast" (bilinear splat + Gaussian blur, several times faster on CPU; for live video).
     """
 
     def __init__(self, model, edit_rgba, *, cluster: Optional[int] = None, resolution: int = DEFAULT_RESOLUTION,
                  opacity: float = 1.0, sigma: float = DEFAULT_SIGMA, flip: bool = True, smoothing: float = 0.0,
-                 device: torch.device | None = None):
+                 method: str = "exact", flip_every: int = 1, device: torch.device | None = None):
+        if method not in ("exact", "fast"):
+            raise InputError("method must be 'exact' or 'fast'.")
         if resolution not in RESOLUTIONS:
             raise InputError(f"resolution must be one of {RESOLUTIONS}, not {resolution}.")
         if not 0.0 <= float(opacity) <= 1.0:
@@ -393,12 +403,17 @@ class Propagator:
         self.resolution = int(resolution)
         self.edit = prepare_edit(edit_rgba, self.resolution)
         self.opacity, self.sigma, self.flip, self.smoothing = float(opacity), float(sigma), bool(flip), float(smoothing)
+        self.method = method
+        if int(flip_every) < 1:
+            raise InputError("flip_every must be >= 1.")
+        self.flip_every = int(flip_every)
         self.timings: dict[str, float] = {}
         self.reset()
 
     def reset(self) -> None:
         self._grid: Optional[torch.Tensor] = None
         self._mirror: Optional[bool] = None
+        self._since_flip = 0  # frames since the mirror was last decided with two passes
 
     def _timed(self, name: str, fn, *args, **kwargs):
         if self.device.type == "cuda":
@@ -413,13 +428,17 @@ class Propagator:
     @torch.inference_mode()
     def _run(self, img) -> np.ndarray:
         fr = self._timed("frame", frame, img, self.resolution, self.device)
-        res = self._timed("stn", stage_stn, self.model, fr.x, flip=self.flip, cluster=self.cluster)
+        reuse = (self.flip and self.cluster is None and self._mirror is not None
+                 and self._since_flip < self.flip_every - 1)
+        res = self._timed("stn", stage_stn, self.model, fr.x, flip=self.flip, cluster=self.cluster,
+                          mirror=self._mirror if reuse else None)
+        self._since_flip = self._since_flip + 1 if reuse else 0
         grid, mirror = res.grid, bool(res.flipped[0])
         if self.smoothing > 0 and self._grid is not None and self._mirror == mirror:
             grid = torch.lerp(grid, self._grid, self.smoothing)
         self._grid, self._mirror = grid, mirror
         pts, sig = self._timed("upsample", stage_points, grid, self.edit, self.resolution, self.sigma)
-        colour, alpha = self._timed("splat", stage_splat, pts, self.edit, self.resolution, sig)
+        colour, alpha = self._timed("splat", stage_splat, pts, self.edit, self.resolution, sig, self.method)
         out = self._timed("blend", stage_blend, fr, colour, alpha, self.opacity)
         return to_uint8(out)
 
