@@ -198,11 +198,11 @@ def test_max_side_shrinks_and_is_capped(pipe):
 
 
 def test_tiled_encoding_and_decoding_equal_the_whole_image(model):
-    x = torch.rand(1, 3, 203, 141)
+    x = torch.rand(1, 3, 70, 139)                      # not multiples of 8: ceil-mode pooling at the far edges
     with torch.inference_mode():
         feats = model.encoder(x)
         tiled = S.encode_tiled(model.encoder, x, 64)
-        assert tiled.shape == feats.shape == (1, 512, 26, 18)
+        assert tiled.shape == feats.shape == (1, 512, 9, 18)
         assert torch.allclose(tiled, feats, atol=1e-4)
         # the halo matters: too little context gives visible seams
         assert not torch.allclose(S.encode_tiled(model.encoder, x, 64, halo=16), feats, atol=1e-2)
@@ -212,7 +212,7 @@ def test_tiled_encoding_and_decoding_equal_the_whole_image(model):
 
 
 def test_tiled_pipeline_matches_untiled(model):
-    content, style = _img(12, 150, 90), _img(13, 40, 40)
+    content, style = _img(12, 100, 70), _img(13, 40, 40)
     whole = S.StyleTransfer(model, device="cpu", tile_size=None).run(content, [style], style_size=0)
     tiled = S.StyleTransfer(model, device="cpu", tile_size=64).run(content, [style], style_size=0)
     assert tiled.info["tiled"] and not whole.info["tiled"]

@@ -521,7 +521,7 @@ class StyleTransfer:
         if max(img.size) > limit:
             info["resized_from"] = img.size
         img = imageio.resize_max_side(img, limit)
-        if max_side and int(max_side) > MAX_SIDE_LIMIT or (not max_side and "resized_from" in info):
+        if "resized_from" in info and (not max_side or int(max_side) > MAX_SIDE_LIMIT):
             info["capped_at"] = MAX_SIDE_LIMIT
         x = imageio.pil_to_tensor(img)
         mask_np = mask_array(mask, img.size) if mask is not None else None
