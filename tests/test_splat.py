@@ -103,8 +103,10 @@ def loop_fast(points, values, height, width, sigma):
         for dx in range(-r, r + 1):
             g = math.exp(-(dx * dx + dy * dy) / (2 * sigma * sigma))
             shifted = np.zeros_like(grid)
-            ys, yd = (slice(0, height - dy), slice(dy, height)) if dy >= 0 else (slice(-dy, height), slice(0, height + dy))
-            xs, xd = (slice(0, width - dx), slice(dx, width)) if dx >= 0 else (slice(-dx, width), slice(0, width + dx))
+            ys, yd = ((slice(0, height - dy), slice(dy, height)) if dy >= 0
+                      else (slice(-dy, height), slice(0, height + dy)))
+            xs, xd = ((slice(0, width - dx), slice(dx, width)) if dx >= 0
+                      else (slice(-dx, width), slice(0, width + dx)))
             shifted[:, :, yd, xd] = grid[:, :, ys, xs]
             out += g * shifted
     return out[:, :c], out[:, c:]
@@ -120,7 +122,8 @@ def test_fast_matches_its_loop_and_approximates_exact(case):
     # a dense jittered lattice (what propagation splats): normalised colours agree with the exact footprint
     gen = torch.Generator().manual_seed(0)
     ys, xs = torch.meshgrid(torch.arange(40.0), torch.arange(40.0), indexing="ij")
-    lattice = torch.stack([xs * 0.9 + 2, ys * 0.9 + 2], -1).reshape(1, -1, 2) + torch.rand(1, 1600, 2, generator=gen) * 0.3
+    lattice = torch.stack([xs * 0.9 + 2, ys * 0.9 + 2], -1).reshape(1, -1, 2)
+    lattice = lattice + torch.rand(1, 1600, 2, generator=gen) * 0.3
     colour = torch.sin(lattice[..., :1] / 5.0) * 0.5 + 0.5
     exact = normalize(*splat(lattice, colour, 40, 40, 1.3))
     fast = normalize(*splat(lattice, colour, 40, 40, 1.3, method="fast"))

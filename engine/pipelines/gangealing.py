@@ -27,7 +27,6 @@ reduced precision) under ``engine.queue``'s lock.
 from __future__ import annotations
 
 import hashlib
-import math
 import threading
 import time
 from collections import OrderedDict
@@ -38,10 +37,8 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from .. import config, imageio, registry
-from ..device import select_device
 from ..errors import InputError, ModelError
 from ..models.gangealing import PRETRAINED, GANgealing, PretrainedSettings, identity_grid, resize_grid, total_variation
 from ..queue import run_exclusive
