@@ -189,3 +189,23 @@ def test_forward_with_alpha_zero_is_the_reconstruction_path():
         assert not torch.allclose(model(x, style, alpha=1.0), recon, atol=1e-3)
     with pytest.raises(ValueError):
         model(x, style, alpha=1.5)
+
+
+def test_real_checkpoints_when_present():
+    """With the official files on this machine (WEIGHTS_DIR/adain/...): strict load, and the decoder does its job --
+    the stylised image's relu4_1 statistics are closer to the AdaIN target's than the content's were."""
+    found = {role: weights.status(key) for role, key in registry.spec("adain").files.items()}
+    if not all(st.path is not None and st.state in ("ready", "unverified") for st in found.values()):
+        pytest.skip("official AdaIN weights not on this machine")
+    model = registry.build_model("adain", {role: st.path for role, st in found.items()})
+    rng = np.random.default_rng(0)
+    content = torch.from_numpy(rng.random((1, 3, 32, 32), dtype=np.float32)).repeat_interleave(4, 2).repeat_interleave(4, 3)
+    style = torch.linspace(0, 1, 3 * 128 * 128).reshape(1, 3, 128, 128) ** 2
+    with torch.inference_mode():
+        fc, fs = model.encode(content), model.encode(style)
+        out = model.decode(A.adain(fc, fs)).clamp(0, 1)
+        m_o, s_o = A.mean_std(model.encode(out))
+    m_s, s_s = A.mean_std(fs)
+    m_c, s_c = A.mean_std(fc)
+    assert torch.linalg.norm(m_o - m_s) < torch.linalg.norm(m_c - m_s)
+    assert torch.linalg.norm(s_o - s_s) < torch.linalg.norm(s_c - s_s)

@@ -315,3 +315,17 @@ def test_webcam_frames_and_flicker_smoothing(pipe):
     assert np.abs(out2.astype(np.int16) - plain.astype(np.int16)).mean() > 0.5
     out_no_state, st = pipe.stylize_frame(f2, [style], None, smooth=0.0, max_side=64, style_size=0)
     assert st.mean is None and np.array_equal(out_no_state, plain)
+
+
+def test_official_spatial_control_example(pipe, shared_data):
+    """The papers' mask example: mask.png over blonde_girl.jpg, two styles; the mask splits the image."""
+    root = shared_data / "adain-examples" / "input"
+    content = root / "content" / "blonde_girl.jpg"
+    if not content.is_file():
+        pytest.skip("adain-examples not in the data folder")
+    img = imageio.resize_max_side(imageio.load_image(content), 64)
+    mask = S.mask_array(root / "mask" / "mask.png", img.size)
+    assert 0.2 < mask.mean() < 0.9
+    styles = [root / "style" / "woman_in_peasant_dress_cropped.jpg", root / "style" / "mondrian_cropped.jpg"]
+    res = pipe.run(img, styles, mask=mask, style_size=64, max_side=64)
+    assert res.info["spatial_control"] and res.image.size == img.size
