@@ -329,3 +329,31 @@ def test_official_spatial_control_example(pipe, shared_data):
     styles = [root / "style" / "woman_in_peasant_dress_cropped.jpg", root / "style" / "mondrian_cropped.jpg"]
     res = pipe.run(img, styles, mask=mask, style_size=64, max_side=64)
     assert res.info["spatial_control"] and res.image.size == img.size
+
+
+def test_out_of_memory_halves_the_tile_size_then_gives_a_clear_error(pipe):
+    from engine.errors import ModelError
+
+    seen = []
+
+    def fn(arg, tile):
+        seen.append(tile)
+        if tile is None or tile > 300:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return tile
+
+    x = torch.zeros(1, 3, 8, 8)
+    pipe.tile_size = None
+    assert pipe._run_tiled(fn, x, 2000) == 256 and seen == [None, 1000, 496, 256]   # floor: MIN_TILE
+
+    def never(arg, tile):
+        raise RuntimeError("CUDA out of memory")
+
+    with pytest.raises(ModelError):
+        pipe._run_tiled(never, x, 2000)
+
+    def other(arg, tile):
+        raise RuntimeError("some other failure")
+
+    with pytest.raises(RuntimeError, match="other failure"):
+        pipe._run_tiled(other, x, 2000)
