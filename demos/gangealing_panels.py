@@ -33,9 +33,9 @@ def quality_markdown(report) -> str:
         "",
         "| measure | value | meaning |",
         "|---|---|---|",
-        f"| smoothness score (TV of the residual flow) | {q.tv:.3g} | the official score used for flip inference and "
-        "data filtering; lower = smoother |",
-        f"| warp roughness | {q.roughness:.3f} px/px | RMS local stretch of the residual flow; flagged above 0.5 |",
+        f"| alignment score: TV of the residual flow | {q.tv:.3g} | the official smoothness score (flip inference, "
+        "data filtering); lower = smoother; flagged above 1.5e-5 |",
+        f"| warp roughness = 128·√TV | {q.roughness:.3f} px/px | RMS local stretch of the residual flow (limit 0.5) |",
         f"| aligned view outside the image | {q.outside:.0%} | flagged above 50% |",
         f"| mirrored before aligning | {'yes' if report.mirrored else 'no'} | |",
     ]

@@ -366,7 +366,13 @@ def test_congeal_report_and_quality_flag(model):
         rough.t_ema.stns[1].warp_head.flow_out[2].weight.normal_(0, 0.5)
     bad = pipe.congeal_image(rough, img, resolution=S, with_correspondence=False)
     assert bad.quality.flagged and "rough" in bad.quality.message
-    assert bad.quality.tv > 100 * max(report.quality.tv, 1e-9)
+    assert bad.quality.tv > pipe.TV_LIMIT > report.quality.tv
+    assert bad.quality.roughness == pytest.approx(128 * math.sqrt(bad.quality.tv))
+    # roughness is the RMS norm of the residual flow's Jacobian (px/px) when neighbour differences are small:
+    # a residual flow stretching x by 10 % everywhere has roughness 0.1
+    ramp = identity_grid(128)[..., :1].expand(1, 128, 128, 2) * torch.tensor([0.1, 0.0])
+    q = pipe.quality(ramp, identity_grid(128))[0]
+    assert q.roughness == pytest.approx(0.1, rel=0.02) and not q.flagged
 
 
 def test_dense_label_correspondence_overlay(model, shared_data):

@@ -33,7 +33,7 @@ def test_handler_outputs_and_warning(monkeypatch):
     aligned, flow, corr, md = congeal(img, "gangealing-cat", 128, True, progress=None)
     assert aligned.shape == (128, 128, 3) and flow.shape == (128, 128, 3)
     assert corr is None  # the analytic test model has no assets
-    assert "✅" in md and "smoothness score" in md and not warnings
+    assert "✅" in md and "TV of the residual flow" in md and not warnings
 
     _, _, _, md = congeal(img, "gangealing-dog", 128, False, progress=None)
     assert "⚠️" in md and warnings and "rough" in warnings[0]

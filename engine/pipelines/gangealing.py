@@ -50,8 +50,12 @@ ASSETS = ("gangealing-assets", "assets")
 DEFAULT_RESOLUTION = 256
 RESOLUTIONS = (128, 256, 512)
 DEFAULT_SIGMA = 1.3          # official propagate_to_images default at 256
-# Quality heuristics (not calibrated against the official checkpoints, which are not available here):
-ROUGHNESS_LIMIT = 0.5        # RMS Jacobian of the residual warp, congealed px per px; > 0.5 = folds / tears likely
+# Quality flags (heuristics, not calibrated against the official checkpoints, which are not available here).
+# The score is the official smoothness measure, the total variation (TV) of the residual flow. For neighbour
+# differences below one image half-width the Huber TV equals mean squared differences / 2, so
+# roughness = flow_size * sqrt(TV) is the RMS local stretch of the residual warp in pixels per pixel.
+ROUGHNESS_LIMIT = 0.5        # px/px: neighbouring congealed pixels' sources move 50 % apart -> folds / tears likely
+TV_LIMIT = (ROUGHNESS_LIMIT / 128) ** 2   # the same limit on the TV score (flow_size 128): 1.5e-5
 OUTSIDE_LIMIT = 0.5          # fraction of the congealed view sampled outside the image
 
 
@@ -472,20 +476,19 @@ def propagate(model, edit_rgba, targets: Sequence, *, cluster: Optional[int] = N
 @dataclass
 class Quality:
     tv: float                # official smoothness score (total variation of the residual flow; lower = smoother)
-    roughness: float         # RMS Jacobian of the residual warp, in congealed pixels per pixel
+    roughness: float         # flow_size * sqrt(tv): RMS local stretch of the residual warp, pixels per pixel
     outside: float           # fraction of the congealed view sampled outside the image
     flagged: bool
     message: str
 
 
 def quality(delta_flow: torch.Tensor, grid: torch.Tensor, fr: Optional[Framed] = None) -> list[Quality]:
-    """Per-image alignment quality; ``flagged`` when the warp is rough (folds) or mostly off the image."""
+    """Per-image alignment quality; ``flagged`` when the TV score exceeds TV_LIMIT (a rough warp: folds) or the
+    aligned view lies mostly outside the image."""
     fs = delta_flow.shape[1]
     tv = total_variation(delta_flow)
-    d = delta_flow * (fs / 2.0)  # normalised -> congealed pixels
-    jx = (d[:, :, 1:] - d[:, :, :-1]).pow(2).sum(-1).mean(dim=(1, 2))
-    jy = (d[:, 1:] - d[:, :-1]).pow(2).sum(-1).mean(dim=(1, 2))
-    rough = (jx + jy).sqrt()
+    rough = fs * tv.sqrt()
+    tv_limit = (ROUGHNESS_LIMIT / fs) ** 2
     if fr is not None:  # outside the original image (the padded border counts as outside)
         px = square_to_original(grid_to_pixels(grid, fr.resolution), fr)
         h, w = fr.size
@@ -496,8 +499,9 @@ def quality(delta_flow: torch.Tensor, grid: torch.Tensor, fr: Optional[Framed] =
     result = []
     for t, r, o in zip(tv.tolist(), rough.tolist(), outside.tolist()):
         reasons = []
-        if r > ROUGHNESS_LIMIT:
-            reasons.append(f"the warp is rough ({r:.2f} px/px > {ROUGHNESS_LIMIT}): folds or tears")
+        if t > tv_limit:
+            reasons.append(f"the warp is rough (flow TV {t:.2g} > {tv_limit:.2g}, i.e. {r:.2f} px/px local "
+                           f"stretch > {ROUGHNESS_LIMIT}): folds or tears")
         if o > OUTSIDE_LIMIT:
             reasons.append(f"{o:.0%} of the aligned view lies outside the image")
         msg = ("Alignment likely failed: " + "; ".join(reasons) + ".") if reasons else "Alignment looks plausible."
