@@ -385,7 +385,7 @@ def test_dense_label_correspondence_overlay(model, shared_data):
     assert pipe.average_image("cub").shape == (512, 512, 3)  # the CUB model's assets are named "bird"
 
 
-def test_input_validation(model):
+def test_input_validation(model, monkeypatch):
     good = dot_edit(64, (32, 32))
     with pytest.raises(InputError, match="empty"):
         pipe.Propagator(model, np.zeros((64, 64, 4), np.uint8))
@@ -403,3 +403,6 @@ def test_input_validation(model):
         pipe.propagate(model, good, [])
     with pytest.raises(InputError, match="Unknown GANgealing"):
         pipe.get_model("gangealing-zebra")
+    monkeypatch.setenv("ENGINE_MAX_PIXELS", "1000")
+    with pytest.raises(InputError, match="megapixels"):
+        pipe.congeal_image(model, np.zeros((40, 40, 3), np.uint8))

@@ -181,6 +181,9 @@ def _as_rgb_array(img, what: str = "image") -> np.ndarray:
         arr = np.asarray(imageio.load_image(img), dtype=np.uint8)
     if min(arr.shape[:2]) < 8:
         raise InputError(f"The {what} is {arr.shape[1]}x{arr.shape[0]}; both sides must be at least 8 pixels.")
+    if arr.shape[0] * arr.shape[1] > config.max_pixels():
+        raise InputError(f"The {what} is {arr.shape[1]}x{arr.shape[0]}, over the limit of "
+                         f"{config.max_pixels() / 1e6:.0f} megapixels; resize it first.")
     return arr
 
 
