@@ -163,6 +163,21 @@ def test_fastcut_steps_with_and_without_flip():
     assert flips == {True, False}
 
 
+@pytest.mark.parametrize("mode", ["cut", "fastcut"])
+def test_mixed_precision_path_runs(mode):
+    """The CUDA autocast path, exercised with CPU bfloat16 autocast: losses stay float32 and finite."""
+    t = CUTTrainer(tiny(mode), epoch_size=10)
+    assert t.amp_dtype is None          # off on CPU by default
+    t.amp_dtype = torch.bfloat16
+    g0 = _params(t.G)
+    A = torch.rand(1, 3, 32, 32) * 2 - 1
+    for _ in range(2):
+        losses = t.train_step(A, A.flip(3))
+    assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in losses.values())
+    assert t.last["fake_B"].dtype == torch.bfloat16 and _changed(g0, t.G)
+    assert all(p.dtype == torch.float32 for p in t.G.parameters())
+
+
 def test_learning_rate_constant_then_linear_to_zero():
     cfg = tiny("cut", n_epochs=2, n_epochs_decay=3)
     t = CUTTrainer(cfg, epoch_size=2)

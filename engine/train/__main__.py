@@ -4,6 +4,7 @@
     python -m engine.train fastcut --a ... --b ... --out runs/fastcut_h2z --time-budget 20m
     python -m engine.train cut --out runs/cut_h2z --resume            # continue from runs/cut_h2z/checkpoints/latest.pt
     python -m engine.train export runs/cut_h2z --out weights/ours/cut_h2z.pth --fp16 --key cut-h2z-ours
+    python -m engine.train pack --a .../trainA --b .../trainB --out .h2z --quality 85   # a copy small enough to carry
 
 Without --a/--b, DATA_DIR/horse2zebra/trainA and trainB are used when present. Defaults are the official ones
 (see engine/train/config.py); everything can be made tiny for a smoke test (--crop-size 64 --load-size 72 --ngf 16).
@@ -84,13 +85,34 @@ def _export_parser(sub) -> None:
     p.add_argument("--rel-path", help="path inside a weights folder for the manifest (default ours/<file name>)")
 
 
+def _pack_parser(sub) -> None:
+    p = sub.add_parser("pack", help="re-encode two image folders as RGB JPEG (OUT/trainA, OUT/trainB) to carry them")
+    p.add_argument("--a", dest="a_dir", required=True)
+    p.add_argument("--b", dest="b_dir", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--quality", type=int, default=85)
+    p.add_argument("--max-images", type=int, default=0)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine.train", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub, "cut")
     _train_parser(sub, "fastcut")
     _export_parser(sub)
+    _pack_parser(sub)
     args = parser.parse_args(argv)
+
+    if args.command == "pack":
+        from .data import pack_folder
+
+        grand = 0
+        for name, src in (("trainA", args.a_dir), ("trainB", args.b_dir)):
+            n, size = pack_folder(src, Path(args.out) / name, args.quality, args.max_images)
+            grand += size
+            print(f"{name}: {n} images, {size / 2 ** 20:.1f} MiB")
+        print(f"total {grand / 2 ** 20:.1f} MiB in {args.out}")
+        return 0
 
     if args.command == "export":
         from .export import export_from_checkpoint, registry_snippet

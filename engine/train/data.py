@@ -104,3 +104,17 @@ def fixed_batch(files: list[Path], n: int, size: int) -> torch.Tensor:
     """The first ``n`` images resized to size² (no augmentation): (n, 3, size, size) in [-1, 1], for sample grids."""
     picks = files[: max(1, n)]
     return torch.stack([to_model_range(load_image(p).resize((size, size), Image.BICUBIC)) for p in picks])
+
+
+def pack_folder(src: str | Path, dst: str | Path, quality: int = 85, max_images: int = 0) -> tuple[int, int]:
+    """Re-encode the images of ``src`` as RGB JPEG files in ``dst`` (to carry a data set under a size limit, e.g.
+    to a GPU machine). Returns (number of files, total bytes)."""
+    dst = Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    files = list_images(src, max_images)
+    total = 0
+    for p in files:
+        out = dst / (p.stem + ".jpg")
+        load_image(p).save(out, "JPEG", quality=int(quality))
+        total += out.stat().st_size
+    return len(files), total
