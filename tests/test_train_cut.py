@@ -292,3 +292,20 @@ def test_cli_export_of_a_run(folders, tmp_path, capsys):
     assert "[files.cut-horse2zebra-ours]" in out and "build_trained_cut" in out
     g = CUTGenerator(ngf=4, n_blocks=9)
     g.load_state_dict(torch.load(tmp_path / "x.pth", weights_only=True), strict=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mode", ["cut", "fastcut"])
+def test_cuda_steps_with_mixed_precision(mode, tmp_path):
+    t = CUTTrainer(tiny(mode, device="cuda", amp="auto", crop_size=64, load_size=72), epoch_size=10)
+    assert t.amp_dtype in (torch.bfloat16, torch.float16)
+    g0 = _params(t.G)
+    A = torch.rand(1, 3, 64, 64) * 2 - 1
+    for _ in range(3):
+        losses = t.train_step(A, A.flip(3))
+    assert all(torch.isfinite(v).item() for v in losses.values()) and _changed(g0, t.G)
+    state = t.state_dict()
+    t2 = CUTTrainer.from_checkpoint(state)
+    assert t2.step == 3 and all(torch.equal(a, b) for a, b in zip(t.G.parameters(), t2.G.parameters()))
+    info = export_generator(t.G, tmp_path / "g.pth", fp16=True)
+    assert info["dtype"] == "float16"
