@@ -21,7 +21,7 @@ import weakref
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -392,8 +392,13 @@ def translate_video(src: str | os.PathLike, model: str = DEFAULT_MODEL, *, max_s
             flush()
         except av.error.FFmpegError as exc:
             if done == 0 and not pending:
+                out_path.unlink(missing_ok=True)
                 raise InputError(f"{src.name} could not be decoded: {exc}") from exc
             flush()  # keep what decoded before the damaged part
+        except BaseException:
+            if done == 0:
+                out_path.unlink(missing_ok=True)
+            raise
         finally:
             if writer is not None:
                 for packet in out_stream.encode():
