@@ -19,7 +19,7 @@ TABS = [  # (tab label, demos module)
     ("Correspondence", "demos.correspondence"),
     ("Propagation", "demos.propagation"),
 ]
-MAX_UPLOAD = "200mb"
+MAX_UPLOAD_MB = 200  # per uploaded file; env ENGINE_MAX_UPLOAD_MB overrides
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -77,13 +77,18 @@ def allowed_paths() -> list[str]:
     return [str(data)] if data else []
 
 
+def launch_kwargs() -> dict:
+    """Security-relevant launch settings, shared by main() and the tests that launch the app in-process."""
+    limit_mb = float(os.environ.get("ENGINE_MAX_UPLOAD_MB", MAX_UPLOAD_MB))
+    return {"allowed_paths": allowed_paths(), "max_file_size": int(limit_mb * 1024 * 1024), "show_error": True}
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     apply_settings(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     demo = build_app()
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, allowed_paths=allowed_paths(),
-                max_file_size=MAX_UPLOAD, show_error=True)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, **launch_kwargs())
 
 
 if __name__ == "__main__":

@@ -140,6 +140,7 @@ def load_model(name: str, device=None, progress=None):
     from .device import select_device
 
     device = select_device(device)
+    _apply_thread_setting()
     key = (name, str(device))
     with _cache_guard:
         if key in _cache:
@@ -160,6 +161,17 @@ def load_model(name: str, device=None, progress=None):
         with _cache_guard:
             _cache[key] = model
         return model
+
+
+def _apply_thread_setting() -> None:
+    """``ENGINE_THREADS=N`` caps torch's CPU threads (useful on small shared machines, where 2 threads can thrash)."""
+    import os
+
+    import torch
+
+    value = os.environ.get("ENGINE_THREADS")
+    if value and value.isdigit() and int(value) > 0 and torch.get_num_threads() != int(value):
+        torch.set_num_threads(int(value))
 
 
 def clear_cache() -> None:

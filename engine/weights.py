@@ -114,9 +114,11 @@ def _cached_sha256(path: Path) -> str:
 
 
 def how_to_get(wf: WeightFile) -> str:
-    where = f" from {wf.urls[0]}" if wf.urls else ""
-    return (f"Download {Path(wf.path).name}{where} and place it at <folder>/{wf.path}, then start with "
-            f"--weights-dir <folder> (or set WEIGHTS_DIR).")
+    if wf.archive_member and wf.urls:
+        fetch = f"Download {wf.urls[0]}, extract {wf.archive_member} from it"
+    else:
+        fetch = f"Download {Path(wf.path).name}" + (f" from {wf.urls[0]}" if wf.urls else "")
+    return f"{fetch} and place it at <folder>/{wf.path}, then start with --weights-dir <folder> (or set WEIGHTS_DIR)."
 
 
 def _find(wf: WeightFile, extra: list[Path] | None) -> tuple[Path | None, list[Path]]:
