@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 import gradio as gr
 
 from demos.common import ENGINE_QUEUE, STREAM_QUEUE, AppContext, guarded, progress_callback
@@ -86,9 +88,12 @@ def _content_and_mask(editor, mask_file, spatial: bool):
 
     if not editor or (editor.get("background") is None and editor.get("composite") is None):
         raise InputError("Upload a content image first (or click an example).")
+    from engine.imageio import as_numpy_rgb, load_rgba
+
     content = editor.get("background")
     if content is None:
         content = editor["composite"]
+    content = as_numpy_rgb(content)  # validates the upload (path from the editor) with the engine's clear errors
     if not spatial:
         return content, None
     size = (content.shape[1], content.shape[0])
@@ -97,7 +102,9 @@ def _content_and_mask(editor, mask_file, spatial: bool):
         if not mask.any() or mask.all():
             raise InputError("The uploaded mask selects nothing (or everything): white marks the region for Style 1.")
         return content, mask
-    mask = mask_from_layers(editor.get("layers"), size)
+    layers = [np.asarray(load_rgba(layer)) if isinstance(layer, (str, bytes)) or hasattr(layer, "__fspath__") else layer
+              for layer in editor.get("layers") or [] if layer is not None]
+    mask = mask_from_layers(layers, size)
     if mask is None:
         raise InputError("Spatial control is on: paint the region for Style 1 over the content with the brush, "
                          "or upload a mask (white = Style 1).")
@@ -258,7 +265,7 @@ def build(ctx: AppContext) -> None:
             style_inputs: list = []   # [style 1, weight 1, style 2, weight 2, ...]
 
             def style_slot(i: int) -> None:
-                style_inputs.append(gr.Image(label=f"Style {i + 1}", type="numpy", sources=["upload", "clipboard"],
+                style_inputs.append(gr.Image(label=f"Style {i + 1}", type="filepath", sources=["upload", "clipboard"],
                                              height=180, image_mode="RGB"))
                 style_inputs.append(gr.Slider(0, 1, value=1.0, step=0.05, label=f"Weight of style {i + 1}"))
 
@@ -276,14 +283,14 @@ def build(ctx: AppContext) -> None:
             with gr.Tab("Image"):
                 with gr.Row():
                     editor = gr.ImageEditor(
-                        label="Content (paint over it for spatial control)", type="numpy", image_mode="RGBA",
+                        label="Content (paint over it for spatial control)", type="filepath", image_mode="RGBA",
                         sources=["upload", "clipboard", "webcam"], height=420, transforms=(),
                         brush=gr.Brush(colors=["rgba(255, 0, 0, 0.6)"], color_mode="fixed", default_size=30),
                         layers=False)
                     output = gr.Image(label="Stylised", type="pil", format="png", height=420, interactive=False)
                 with gr.Row():
                     spatial = gr.Checkbox(value=False, label="Spatial control: painted region → Style 1, rest → Style 2")
-                    mask_file = gr.Image(label="…or upload a mask (white = Style 1)", type="numpy", image_mode="L",
+                    mask_file = gr.Image(label="…or upload a mask (white = Style 1)", type="filepath",
                                          sources=["upload"], height=120)
                 max_side = gr.Slider(0, S_limits.MAX_SIDE_LIMIT, value=512, step=32,
                                      label=f"Max side of the content (px; 0 = keep, capped at {S_limits.MAX_SIDE_LIMIT})")
