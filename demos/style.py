@@ -266,7 +266,7 @@ def build(ctx: AppContext) -> None:
 
             def style_slot(i: int) -> None:
                 style_inputs.append(gr.Image(label=f"Style {i + 1}", type="filepath", sources=["upload", "clipboard"],
-                                             height=180, image_mode="RGB"))
+                                             height=180, image_mode=None))
                 style_inputs.append(gr.Slider(0, 1, value=1.0, step=0.05, label=f"Weight of style {i + 1}"))
 
             style_slot(0)
@@ -290,7 +290,7 @@ def build(ctx: AppContext) -> None:
                     output = gr.Image(label="Stylised", type="pil", format="png", height=420, interactive=False)
                 with gr.Row():
                     spatial = gr.Checkbox(value=False, label="Spatial control: painted region → Style 1, rest → Style 2")
-                    mask_file = gr.Image(label="…or upload a mask (white = Style 1)", type="filepath",
+                    mask_file = gr.Image(label="…or upload a mask (white = Style 1)", type="filepath", image_mode=None,
                                          sources=["upload"], height=120)
                 max_side = gr.Slider(0, S_limits.MAX_SIDE_LIMIT, value=512, step=32,
                                      label=f"Max side of the content (px; 0 = keep, capped at {S_limits.MAX_SIDE_LIMIT})")

@@ -110,7 +110,7 @@ def build(ctx: AppContext) -> None:
 
     with gr.Tab("One image"):
         with gr.Row():
-            image = gr.Image(label="Input", type="filepath", sources=["upload", "clipboard"], height=360)
+            image = gr.Image(label="Input", type="filepath", image_mode=None, sources=["upload", "clipboard"], height=360)
             slider = gr.ImageSlider(label="Input ↔ output (drag to compare)", type="numpy", max_height=360,
                                     interactive=False)
         run = gr.Button("Translate", variant="primary")
