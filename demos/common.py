@@ -1,10 +1,12 @@
 """Helpers shared by the tabs: the app context, the shared engine queue, error handling and weight notices."""
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
 import logging
 import os
+import threading
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +14,7 @@ from pathlib import Path
 import gradio as gr
 
 from engine import registry
-from engine.errors import EngineError, ModelError
+from engine.errors import Cancelled, EngineError
 from engine.queue import GRADIO_CONCURRENCY_ID
 
 log = logging.getLogger("gan-studio")
@@ -88,15 +90,69 @@ def guarded(fn):
     return wrapper
 
 
+_job = threading.local()  # .cancel: the threading.Event of the cancellable job running in this thread
+
+
 def progress_callback(progress: "gr.Progress | None"):
-    """Adapt a gr.Progress to the engine's ``progress(fraction, description)`` callback."""
-    if progress is None:
+    """Adapt a gr.Progress to the engine's ``progress(fraction, description)`` callback.
+
+    Inside a :func:`cancellable` handler the callback also raises ``Cancelled`` once the user cancelled the event,
+    which stops the engine work at its next progress report (and releases the engine queue).
+    """
+    cancel = getattr(_job, "cancel", None)
+    if progress is None and cancel is None:
         return None
 
     def report(fraction: float, desc: str = "") -> None:
-        progress(float(fraction), desc=desc)
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("Cancelled.")
+        if progress is not None:
+            progress(float(fraction), desc=desc)
 
     return report
+
+
+def cancellable(n_outputs: int, poll: float = 0.25):
+    """Decorator for long handlers (video, galleries): run the work in a thread and wait as a generator.
+
+    Gradio cancels a generator between two yields (Stop, ``Job.cancel()``, a closed browser tab); the generator's
+    ``finally`` then sets the job's cancel event, and the engine work stops at its next progress report instead of
+    running on in the background. Apply it outside ``guarded``: ``@cancellable(2)`` then ``@guarded``.
+    """
+    skip = tuple(gr.skip() for _ in range(n_outputs)) if n_outputs > 1 else gr.skip()
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        def generator(*args, **kwargs):
+            cancel = threading.Event()
+            box: dict = {}
+
+            def work():
+                _job.cancel = cancel
+                try:
+                    box["value"] = fn(*args, **kwargs)
+                except BaseException as exc:  # noqa: BLE001 - re-raised in the generator
+                    box["error"] = exc
+                finally:
+                    _job.cancel = None
+
+            thread = threading.Thread(target=contextvars.copy_context().run, args=(work,), daemon=True,
+                                      name=f"job-{fn.__name__}")
+            thread.start()
+            try:
+                while thread.is_alive():
+                    thread.join(poll)
+                    if thread.is_alive():
+                        yield skip
+            finally:
+                cancel.set()  # no-op when the work is done; stops it when Gradio closed the generator early
+            if "error" in box:
+                raise box["error"]
+            yield box["value"]
+
+        return generator
+
+    return decorate
 
 
 def model_choices(task: str) -> list[tuple[str, str]]:

@@ -12,7 +12,7 @@ import numpy as np
 
 import gradio as gr
 
-from demos.common import ENGINE_QUEUE, STREAM_QUEUE, AppContext, guarded, progress_callback
+from demos.common import ENGINE_QUEUE, STREAM_QUEUE, AppContext, cancellable, guarded, progress_callback
 from engine import registry, weights
 from engine.errors import InputError
 
@@ -158,6 +158,7 @@ def stylize_image(editor, mask_file, spatial, style1, weight1, style2, weight2, 
     return res.image, _describe(res.info)
 
 
+@cancellable(2)
 @guarded
 def stylize_video(video, style1, weight1, style2, weight2, style3, weight3, style4, weight4, alpha, preserve_color,
                   style_size, max_side, max_seconds, smooth, progress=gr.Progress()):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from demos.common import ENGINE_QUEUE, AppContext, guarded, model_choices, progress_callback, usable_models, weights_notice
+from demos.common import ENGINE_QUEUE, AppContext, cancellable, guarded, model_choices, progress_callback, usable_models, weights_notice
 from engine import spectrum
 from engine.errors import InputError
 from engine.pipelines import translate as T
@@ -63,6 +63,7 @@ def translate_one(image, model, max_side, progress=gr.Progress()):
     return (inp, out), table, _summary(inp, out)
 
 
+@cancellable(4)
 @guarded
 def translate_gallery(items, model, max_side, progress=gr.Progress()):
     model = _need_model(model)
@@ -84,6 +85,7 @@ def show_pair(pairs, evt: gr.SelectData):
     return pairs[evt.index]
 
 
+@cancellable(2)
 @guarded
 def translate_clip(video, model, max_side, max_seconds, progress=gr.Progress()):
     model = _need_model(model)

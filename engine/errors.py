@@ -23,3 +23,7 @@ class WeightsCorruptError(WeightsError):
 
 class ModelError(EngineError, RuntimeError):
     """A model failed while running (e.g. out of memory); the request fails, the engine stays usable."""
+
+
+class Cancelled(EngineError):
+    """The caller cancelled the job (raised from a progress callback); partial results are discarded."""

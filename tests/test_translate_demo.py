@@ -61,5 +61,5 @@ def test_handlers(random_weights):
         D.translate_one(img[:1], "gancompression-horse2zebra", 512)
     with pytest.raises(gr.Error, match="No translation model"):
         D.translate_one(img, None, 512)
-    gallery, pairs, first, status = D.translate_gallery([(img, None), (img[:, :20], "b")], "cyclegan-zebra2horse", 0)
+    gallery, pairs, first, status = list(D.translate_gallery([(img, None), (img[:, :20], "b")], "cyclegan-zebra2horse", 0))[-1]
     assert len(gallery) == 2 and first[1].shape == (45, 61, 3) and status.startswith("2 translated")
