@@ -56,7 +56,7 @@ def _axis_weights(coord, anchor, offsets, reach, norm, limit):
 
 def splat(points: torch.Tensor, values: torch.Tensor, height: int, width: int, sigma: Sigma = 1.2, *,
           valid: Optional[torch.Tensor] = None, method: str = "exact",
-          max_entries: int = 1 << 23) -> tuple[torch.Tensor, torch.Tensor]:
+          max_entries: int = 1 << 21) -> tuple[torch.Tensor, torch.Tensor]:
     """Accumulate Gaussian splats of ``values`` at ``points``.
 
     points: (N, P, 2) float (x, y) pixel coordinates; values: (N, P, C); sigma: float or (N,) tensor;
@@ -140,12 +140,23 @@ def splat_fast(points: torch.Tensor, values: torch.Tensor, height: int, width: i
             pix = (base + py.clamp(0, height - 1).long() * width + px.clamp(0, width - 1).long()).reshape(-1)
             for ch in range(c + 1):
                 out[ch].index_add_(0, pix, (w * vals[..., ch]).reshape(-1))
-    img = out.view(c + 1, n, height, width).transpose(0, 1).reshape(n * (c + 1), 1, height, width)
-    taps = gaussian_taps(sig, dev)
-    r = (taps.numel() - 1) // 2
-    img = F.conv2d(F.pad(img, (r, r, 0, 0)), taps.view(1, 1, 1, -1))
-    img = F.conv2d(F.pad(img, (0, 0, r, r)), taps.view(1, 1, -1, 1)).view(n, c + 1, height, width)
+    img = separable_blur(out.view(c + 1, n, height, width), gaussian_taps(sig).tolist()).transpose(0, 1)
     return img[:, :c], img[:, c:]
+
+
+def separable_blur(img: torch.Tensor, taps: list[float]) -> torch.Tensor:
+    """Zero-padded separable filter over the last two dims as in-place shifted adds (a one-channel ``conv2d``
+    is slow on CPU, and fewer temporaries mean fewer fresh page-faulting allocations)."""
+    r = (len(taps) - 1) // 2
+    h, w = img.shape[-2:]
+    padded = F.pad(img, (r, r, r, r))
+    rows = padded[..., :, 0:w] * taps[0]
+    for k in range(1, len(taps)):
+        rows.add_(padded[..., :, k:k + w], alpha=taps[k])
+    out = rows[..., 0:h, :] * taps[0]
+    for k in range(1, len(taps)):
+        out.add_(rows[..., k:k + h, :], alpha=taps[k])
+    return out
 
 
 def normalize(acc: torch.Tensor, weight: torch.Tensor, soft: bool = False) -> torch.Tensor:
