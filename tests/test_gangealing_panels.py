@@ -8,7 +8,10 @@ import torch
 from demos.common import AppContext
 from demos.gangealing_panels import build_congeal_panel, congeal
 from engine.pipelines import gangealing as G
-from tests.test_gangealing import analytic_model
+try:
+    from test_gangealing import analytic_model  # the tests folder is on sys.path (pytest's default import mode)
+except ImportError:  # pragma: no cover
+    from tests.test_gangealing import analytic_model
 
 
 def test_panel_builds_in_an_accordion(tmp_path):
