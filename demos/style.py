@@ -284,7 +284,7 @@ def build(ctx: AppContext) -> None:
             with gr.Tab("Image"):
                 with gr.Row():
                     editor = gr.ImageEditor(
-                        label="Content (paint over it for spatial control)", type="filepath", image_mode="RGBA",
+                        label="Content (paint over it for spatial control)", type="filepath", image_mode=None,
                         sources=["upload", "clipboard", "webcam"], height=420, transforms=(),
                         brush=gr.Brush(colors=["rgba(255, 0, 0, 0.6)"], color_mode="fixed", default_size=30),
                         layers=False)
