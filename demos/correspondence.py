@@ -1,0 +1,118 @@
+"""Correspondence tab: dense correspondence between two images, click-a-point matching, and (GANgealing)
+congealing of one image. Works with any backend of engine.correspondence: the weight-free classic matcher for any
+pair of images, or a GANgealing model for its category."""
+from __future__ import annotations
+
+import importlib.util
+
+import gradio as gr
+
+from demos.common import ENGINE_QUEUE, AppContext, guarded, progress_callback
+from engine import imageio
+from engine.correspondence import get_backend, list_backends
+from engine.correspondence import views
+from engine.errors import InputError
+
+MAX_SIDE = 512
+
+INTRO = """### Dense correspondence
+Pick two images of the same kind of object, press **Match**, then click a point on image A to see where it lands
+in image B. The colour-coded view paints A with a colour per position and carries each colour to its match in B,
+so a good match shows the same colour layout on both objects. *Classic (no weights)* works offline for any pair;
+GANgealing backends need their category's checkpoint (cat, dog, face, car, ...)."""
+
+
+def backend_choices() -> tuple[list[tuple[str, str]], str | None]:
+    choices, default = [], None
+    for name, title in list_backends():
+        ok, message = get_backend(name).status()
+        label = title if ok else f"{title} — unavailable: {message[:80]}"
+        choices.append((label, name))
+        if ok and default is None:
+            default = name
+    return choices, default
+
+
+def _usable(name: str):
+    if not name:
+        raise InputError("Choose a backend first.")
+    backend = get_backend(name)
+    ok, message = backend.status()
+    if not ok:
+        raise InputError(f"{backend.title} cannot run: {message}")
+    return backend
+
+
+def _load(src, what: str):
+    if src is None:
+        raise InputError(f"Upload image {what} first (or click an example).")
+    return imageio.as_numpy_rgb(imageio.resize_max_side(imageio.load_image(src, min_side=8), MAX_SIDE))
+
+
+@guarded
+def match_images(backend_name, a_src, b_src, progress=gr.Progress()):
+    backend = _usable(backend_name)
+    a, b = _load(a_src, "A"), _load(b_src, "B")
+    result = backend.match(a, b, progress=progress_callback(progress))
+    view_a, view_b = views.dense_view(a, b, result.flow, result.confidence)
+    conf = views.heat_image(result.confidence, a)
+    note = (f"Matched {a.shape[1]}×{a.shape[0]} → {b.shape[1]}×{b.shape[0]} with {backend.title}; "
+            f"mean confidence {float(result.confidence.mean()):.2f}. Click a point on image A.")
+    if result.extras.get("warning"):
+        gr.Warning(result.extras["warning"])
+        note += f"\n\n⚠️ {result.extras['warning']}"
+    state = {"a": a, "b": b, "flow": result.flow, "confidence": result.confidence, "backend": backend_name}
+    return view_a, view_b, conf, a, b, None, note, state
+
+
+@guarded
+def click_point(state, evt: gr.SelectData):
+    if not state:
+        raise InputError("Press Match first, then click a point on image A.")
+    x, y = evt.index[0], evt.index[1]
+    mx, my, conf = views.match_point(state["flow"], state["confidence"], x, y)
+    backend = get_backend(state["backend"])
+    heat = None
+    similarity = getattr(backend, "similarity", None)  # optional: a per-point similarity map over B
+    if similarity is not None:
+        heat = views.heat_image(similarity(state["a"], state["b"], x, y), state["b"])
+    marked_b = views.mark(heat if heat is not None else state["b"], mx, my)
+    text = f"A ({x}, {y}) → B ({mx:.1f}, {my:.1f}), confidence {conf:.2f}"
+    if conf < 0.2:
+        text += " — low confidence: this point is probably occluded or ambiguous."
+    return views.mark(state["a"], x, y), marked_b, text
+
+
+def build(ctx: AppContext) -> None:
+    gr.Markdown(INTRO)
+    choices, default = backend_choices()
+    backend = gr.Dropdown(choices=choices, value=default, label="Backend", interactive=True)
+    with gr.Row():
+        a_in = gr.Image(label="Image A", type="filepath", image_mode=None, sources=["upload", "clipboard"], height=300)
+        b_in = gr.Image(label="Image B", type="filepath", image_mode=None, sources=["upload", "clipboard"], height=300)
+    run = gr.Button("Match", variant="primary")
+    faces = ctx.data_files("faces", "assets", "representative", "celeba_hq", "src", "female", limit=4)
+    cats = ctx.data_files("faces", "assets", "representative", "afhq", "src", "cat", limit=4)
+    pairs = [[pool[i], pool[i + 1]] for pool in (faces, cats) for i in range(0, len(pool) - 1, 2)]
+    if pairs:
+        gr.Examples(pairs, [a_in, b_in], label="Examples (CelebA-HQ faces, AFHQ cats)")
+    note = gr.Markdown()
+    with gr.Row():
+        view_a = gr.Image(label="A, colour-coded by position", type="numpy", interactive=False)
+        view_b = gr.Image(label="B, each colour at its match", type="numpy", interactive=False)
+        conf = gr.Image(label="Confidence of each match of A (yellow = high)", type="numpy", interactive=False)
+    gr.Markdown("**Click a point on image A** (left) to see its match in B.")
+    with gr.Row():
+        click_a = gr.Image(label="A (click here)", type="numpy", interactive=False)
+        click_b = gr.Image(label="Match in B (over the similarity map when the backend gives one)", type="numpy",
+                           interactive=False)
+    point = gr.Markdown()
+    state = gr.State(None)
+    run.click(match_images, [backend, a_in, b_in], [view_a, view_b, conf, click_a, click_b, point, note, state],
+              api_name="match", **ENGINE_QUEUE)
+    click_a.select(click_point, [state], [click_a, click_b, point], api_name="match_point")
+    if importlib.util.find_spec("demos.gangealing_panels") is not None:
+        from demos.gangealing_panels import build_congeal_panel
+
+        with gr.Accordion("Congeal with GANgealing", open=False):
+            build_congeal_panel(ctx)

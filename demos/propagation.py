@@ -1,0 +1,184 @@
+"""Propagation tab: paint an edit once (a sticker, a mask, a drawing) and carry it to other images, a video file
+and the live webcam through any correspondence backend (classic: painted on a reference image; GANgealing:
+painted on the model's congealed average)."""
+from __future__ import annotations
+
+import gradio as gr
+import numpy as np
+
+from demos.common import ENGINE_QUEUE, STREAM_QUEUE, AppContext, cancellable, guarded, progress_callback
+from demos.correspondence import _usable, backend_choices
+from engine import imageio, videoio
+from engine.correspondence import get_backend, views
+from engine.errors import InputError
+from engine.queue import run_exclusive
+
+MAX_SIDE = 512
+VIDEO_MAX_SIDE = 384
+
+INTRO = """### Edit propagation
+1. Choose a backend. *Classic (no weights)*: upload a **reference** image below and paint on it. *GANgealing*: press
+   **Load the model's average** and paint on the congealed average of the category.
+2. Paint with the brush (any colour; transparency is kept), or upload an RGBA sticker instead.
+3. Carry the edit to a gallery of images, a video file, or your webcam."""
+
+
+def _edit_and_reference(backend, editor, sticker):
+    """(edit RGBA, reference RGB or None) from the editor value and/or an uploaded sticker."""
+    canvas = backend.canvas()
+    background = editor.get("background") if editor else None
+    if background is None and editor:
+        background = editor.get("composite")
+    if canvas is not None:
+        reference = None
+        base = canvas
+    else:
+        if background is None:
+            raise InputError("Upload a reference image into the editor (the image you paint on) first.")
+        reference = imageio.as_numpy_rgb(np.asarray(background))
+        base = reference
+    size = (base.shape[1], base.shape[0])
+    if sticker is not None:
+        return views.fit_edit(np.asarray(imageio.load_rgba(sticker)), size), reference
+    edit = views.edit_from_layers(editor.get("layers") if editor else None, size)
+    if edit is None:
+        raise InputError("Paint something on the canvas (or upload an RGBA sticker) first.")
+    return edit, reference
+
+
+def load_canvas(backend_name):
+    backend = get_backend(backend_name)
+    canvas = backend.canvas()
+    if canvas is None:
+        gr.Info("This backend paints on a reference image: upload one into the editor.")
+        return gr.skip()
+    return {"background": canvas, "layers": [], "composite": canvas}
+
+
+@cancellable(2)
+@guarded
+def propagate_images(backend_name, editor, sticker, opacity, targets, progress=gr.Progress()):
+    backend = _usable(backend_name)
+    edit, reference = _edit_and_reference(backend, editor, sticker)
+    if not targets:
+        raise InputError("Add one or more target images to the gallery first.")
+    images, skipped = [], []
+    for item in targets:
+        path = item[0] if isinstance(item, (list, tuple)) else item
+        try:
+            images.append(imageio.as_numpy_rgb(imageio.resize_max_side(imageio.load_image(path, min_side=8), MAX_SIDE)))
+        except InputError as exc:
+            skipped.append(str(exc))
+    if not images:
+        raise InputError("None of the images could be read: " + "; ".join(skipped))
+    outs = backend.propagate(edit, images, reference=reference, opacity=float(opacity),
+                             progress=progress_callback(progress))
+    note = f"Propagated to {len(outs)} image(s)." + (f" Skipped: {'; '.join(skipped)}" if skipped else "")
+    return outs, note
+
+
+@cancellable(2)
+@guarded
+def propagate_video(backend_name, editor, sticker, opacity, video, max_seconds, progress=gr.Progress()):
+    backend = _usable(backend_name)
+    edit, reference = _edit_and_reference(backend, editor, sticker)
+    if not video:
+        raise InputError("Upload a video file first (or click an example).")
+    stream = backend.stream(edit, reference=reference, opacity=float(opacity))
+    path = videoio.map_video(video, lambda frame: run_exclusive(stream, frame), max_seconds=float(max_seconds),
+                             max_side=VIDEO_MAX_SIDE, progress=progress_callback(progress))
+    info = videoio.probe(path)
+    return str(path), f"{info.frames or '?'} frames at {float(info.fps):.3g} fps, {info.width}×{info.height}."
+
+
+def first_frame(video):
+    if not video:
+        raise gr.Error("Upload a video first.")
+    frame = next(iter(videoio.read_frames(video, max_frames=1, max_side=VIDEO_MAX_SIDE)))
+    return {"background": frame, "layers": [], "composite": frame}
+
+
+def webcam_frame(frame, backend_name, editor, sticker, opacity, state):
+    """One webcam frame -> the frame with the edit; the per-stream propagator lives in ``state``."""
+    if frame is None:
+        return None, state
+    try:
+        backend = _usable(backend_name)
+        edit, reference = _edit_and_reference(backend, editor, sticker)
+    except InputError:
+        return frame, None  # nothing to propagate yet: show the camera as it is
+    key = (backend_name, views.array_key(edit, reference), float(opacity))
+    if not state or state.get("key") != key:
+        state = {"key": key, "stream": backend.stream(edit, reference=reference, opacity=float(opacity))}
+    frame = imageio.as_numpy_rgb(imageio.resize_max_side(imageio.load_image(frame), VIDEO_MAX_SIDE))
+    return run_exclusive(state["stream"], frame), state
+
+
+def capture(frame):
+    if frame is None:
+        raise gr.Error("Start the webcam first.")
+    return {"background": frame, "layers": [], "composite": frame}
+
+
+def build(ctx: AppContext) -> None:
+    gr.Markdown(INTRO)
+    choices, default = backend_choices()
+    with gr.Row():
+        backend = gr.Dropdown(choices=choices, value=default, label="Backend", scale=3)
+        load = gr.Button("Load the model's average (GANgealing)", scale=1)
+    with gr.Row():
+        editor = gr.ImageEditor(label="Canvas: the reference image (classic) or the average (GANgealing) — paint here",
+                                type="numpy", image_mode="RGBA", height=420, transforms=(),
+                                brush=gr.Brush(colors=["#ff2d55", "#ffd60a", "#30d158", "#0a84ff", "#000000"],
+                                               default_size=12))
+        with gr.Column():
+            sticker = gr.Image(label="…or upload an RGBA sticker (covers the whole canvas)", type="filepath",
+                               image_mode=None, sources=["upload"], height=200)
+            opacity = gr.Slider(0, 1, value=0.9, step=0.05, label="Opacity of the edit")
+    refs = ctx.data_files("faces", "assets", "representative", "celeba_hq", "src", "female", limit=3)
+    stickers = ctx.data_files("gangealing-assets", "assets", "objects", "celeba", patterns=("*.png",))
+    if refs:
+        gr.Examples([[r, stickers[0] if stickers else None] for r in refs], [editor, sticker],
+                    label="Examples: reference face + sticker (classic backend)")
+    load.click(load_canvas, [backend], [editor])
+
+    with gr.Tab("Images"):
+        targets = gr.Gallery(label="Target images", type="filepath", interactive=True, columns=4, height=260,
+                             file_types=["image"])
+        run = gr.Button("Propagate to the images", variant="primary")
+        out_gallery = gr.Gallery(label="With the edit", columns=4, height=300, interactive=False, format="png")
+        note = gr.Markdown()
+        more = ctx.data_files("faces", "assets", "representative", "celeba_hq", "src", "male", limit=4)
+        if more:
+            gr.Examples([[more]], [targets], label="Example targets (faces)")
+        run.click(propagate_images, [backend, editor, sticker, opacity, targets], [out_gallery, note],
+                  api_name="propagate_images", **ENGINE_QUEUE)
+
+    with gr.Tab("Video"):
+        with gr.Row():
+            video_in = gr.Video(label="Video", sources=["upload"])
+            video_out = gr.Video(label="With the edit (H.264 MP4)", interactive=False)
+        with gr.Row():
+            seconds = gr.Slider(1, 30, value=5, step=1, label="At most this many seconds")
+            use_first = gr.Button("Paint on the first frame (classic)")
+        run_video = gr.Button("Propagate through the video", variant="primary")
+        video_note = gr.Markdown()
+        clips = [str(p) for p in [ctx.data("face-video", "liveportrait", "assets", "examples", "driving", "d0.mp4"),
+                                  ctx.data("face-video", "tpsmm", "assets", "driving.mp4")] if p]
+        if clips:
+            gr.Examples([[c] for c in clips], [video_in], label="Example clips (faces)")
+        use_first.click(first_frame, [video_in], [editor])
+        run_video.click(propagate_video, [backend, editor, sticker, opacity, video_in, seconds], [video_out, video_note],
+                        api_name="propagate_video", **ENGINE_QUEUE)
+
+    with gr.Tab("Webcam"):
+        gr.Markdown("Start the camera, press **Use this frame as the reference** (classic), paint on it above, and "
+                    "the edit follows you. GANgealing backends use the model's average instead.")
+        with gr.Row():
+            cam = gr.Image(label="Webcam", sources=["webcam"], streaming=True, type="numpy", height=300)
+            cam_out = gr.Image(label="With the edit", type="numpy", height=300, interactive=False)
+        grab = gr.Button("Use this frame as the reference")
+        stream_state = gr.State(None)
+        cam.stream(webcam_frame, [cam, backend, editor, sticker, opacity, stream_state], [cam_out, stream_state],
+                   api_name="propagate_webcam_frame", **STREAM_QUEUE)
+        grab.click(capture, [cam], [editor])
