@@ -62,3 +62,32 @@ def test_translate_tab_reports_bad_input_clearly(client, tmp_path):
     with pytest.raises(Exception) as err:
         client.predict(handle_file(str(bad)), "gancompression-horse2zebra", 0, api_name="/translate_one")
     assert any(s in str(err.value) for s in ("not an image", "could not be decoded", "cannot identify image file"))
+
+
+def _first_usable_backend(client) -> str:
+    info = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/match"]
+    choices = info["parameters"][0]["python_type"]["type"]
+    assert "classic" in choices or "gangealing" in choices
+    return "classic" if "classic" in choices else "gangealing-celeba"
+
+
+def test_correspondence_tab_endpoint(client, pictures):
+    backend = _first_usable_backend(client)
+    out = client.predict(backend, handle_file(str(pictures["a"])), handle_file(str(pictures["b"])), api_name="/match")
+    view_a, view_b, conf = out[:3]
+    assert _size(view_a) == (90, 70) and _size(view_b) == (64, 64) and _size(conf) == (90, 70)
+    assert "Matched 90×70 → 64×64" in out[6]
+
+
+def test_propagation_tab_endpoint(client, pictures, tmp_path):
+    backend = _first_usable_backend(client)
+    sticker = tmp_path / "sticker.png"
+    rgba = np.zeros((64, 64, 4), np.uint8)
+    rgba[20:40, 20:40] = (255, 0, 0, 255)
+    Image.fromarray(rgba, "RGBA").save(sticker)
+    editor = {"background": handle_file(str(pictures["b"])), "layers": [], "composite": None, "id": None}
+    gallery, note = client.predict(backend, editor, handle_file(str(sticker)), 1.0,
+                                   [{"image": handle_file(str(pictures["a"])), "caption": None}],
+                                   api_name="/propagate_images")
+    assert len(gallery) == 1 and _size(gallery[0]["image"]) == (90, 70)
+    assert note.startswith("Propagated to 1 image")
