@@ -120,6 +120,28 @@ def capture(frame):
     return {"background": frame, "layers": [], "composite": frame}
 
 
+def demo_sticker() -> str:
+    """A small RGBA sticker drawn here (sunglasses and a moustache placed for an aligned portrait); written once to
+    the temp folder so examples work without any data folder."""
+    import tempfile
+    from pathlib import Path
+
+    from PIL import Image, ImageDraw
+
+    path = Path(tempfile.gettempdir()) / "gan-studio-sticker-glasses-v1.png"
+    if not path.exists():
+        img = Image.new("RGBA", (512, 512), (0, 0, 0, 0))
+        d = ImageDraw.Draw(img)
+        for cx in (190, 322):
+            d.ellipse((cx - 52, 200, cx + 52, 268), fill=(20, 20, 30, 235), outline=(240, 200, 40, 255), width=6)
+        d.line((242, 226, 270, 226), fill=(240, 200, 40, 255), width=8)
+        d.chord((196, 330, 316, 380), 180, 360, fill=(60, 35, 20, 230))
+        tmp = path.with_suffix(".part.png")
+        img.save(tmp)
+        tmp.replace(path)
+    return str(path)
+
+
 def build(ctx: AppContext) -> None:
     gr.Markdown(INTRO)
     choices, default = backend_choices()
@@ -136,9 +158,8 @@ def build(ctx: AppContext) -> None:
                                image_mode=None, sources=["upload"], height=200)
             opacity = gr.Slider(0, 1, value=0.9, step=0.05, label="Opacity of the edit")
     refs = ctx.data_files("faces", "assets", "representative", "celeba_hq", "src", "female", limit=3)
-    stickers = ctx.data_files("gangealing-assets", "assets", "objects", "celeba", patterns=("*.png",))
     if refs:
-        gr.Examples([[r, stickers[0] if stickers else None] for r in refs], [editor, sticker],
+        gr.Examples([[r, demo_sticker()] for r in refs], [editor, sticker],
                     label="Examples: reference face + sticker (classic backend)")
     load.click(load_canvas, [backend], [editor])
 
