@@ -7,6 +7,7 @@ import inspect
 import logging
 import os
 import threading
+import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,7 +91,8 @@ def guarded(fn):
     return wrapper
 
 
-_job = threading.local()  # .cancel: the threading.Event of the cancellable job running in this thread
+_job = threading.local()  # .cancelled: a callable telling whether the cancellable job in this thread was cancelled
+ABANDONED_AFTER_S = 10.0  # a job whose generator Gradio stopped resuming for this long is treated as cancelled
 
 
 def progress_callback(progress: "gr.Progress | None"):
@@ -99,12 +101,12 @@ def progress_callback(progress: "gr.Progress | None"):
     Inside a :func:`cancellable` handler the callback also raises ``Cancelled`` once the user cancelled the event,
     which stops the engine work at its next progress report (and releases the engine queue).
     """
-    cancel = getattr(_job, "cancel", None)
-    if progress is None and cancel is None:
+    cancelled = getattr(_job, "cancelled", None)
+    if progress is None and cancelled is None:
         return None
 
     def report(fraction: float, desc: str = "") -> None:
-        if cancel is not None and cancel.is_set():
+        if cancelled is not None and cancelled():
             raise Cancelled("Cancelled.")
         if progress is not None:
             progress(float(fraction), desc=desc)
@@ -115,26 +117,31 @@ def progress_callback(progress: "gr.Progress | None"):
 def cancellable(n_outputs: int, poll: float = 0.25):
     """Decorator for long handlers (video, galleries): run the work in a thread and wait as a generator.
 
-    Gradio cancels a generator between two yields (Stop, ``Job.cancel()``, a closed browser tab); the generator's
-    ``finally`` then sets the job's cancel event, and the engine work stops at its next progress report instead of
-    running on in the background. Apply it outside ``guarded``: ``@cancellable(2)`` then ``@guarded``.
+    Cancelling the event (Stop, ``Job.cancel()``, a closed browser tab) makes Gradio close the generator or stop
+    resuming it. Either way the job's progress callback then raises ``Cancelled``, so the engine work stops at its
+    next progress report instead of running on in the background. Apply it outside ``guarded``:
+    ``@cancellable(2)`` then ``@guarded``.
     """
     skip = tuple(gr.skip() for _ in range(n_outputs)) if n_outputs > 1 else gr.skip()
 
     def decorate(fn):
         @functools.wraps(fn)
         def generator(*args, **kwargs):
-            cancel = threading.Event()
+            closed = threading.Event()
+            resumed = [time.monotonic()]
             box: dict = {}
 
+            def cancelled() -> bool:
+                return closed.is_set() or time.monotonic() - resumed[0] > ABANDONED_AFTER_S
+
             def work():
-                _job.cancel = cancel
+                _job.cancelled = cancelled
                 try:
                     box["value"] = fn(*args, **kwargs)
                 except BaseException as exc:  # noqa: BLE001 - re-raised in the generator
                     box["error"] = exc
                 finally:
-                    _job.cancel = None
+                    _job.cancelled = None
 
             thread = threading.Thread(target=contextvars.copy_context().run, args=(work,), daemon=True,
                                       name=f"job-{fn.__name__}")
@@ -144,8 +151,9 @@ def cancellable(n_outputs: int, poll: float = 0.25):
                     thread.join(poll)
                     if thread.is_alive():
                         yield skip
+                        resumed[0] = time.monotonic()
             finally:
-                cancel.set()  # no-op when the work is done; stops it when Gradio closed the generator early
+                closed.set()  # no-op when the work is done; stops it when Gradio closed the generator early
             if "error" in box:
                 raise box["error"]
             yield box["value"]
