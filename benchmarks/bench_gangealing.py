@@ -40,7 +40,7 @@ from engine import config  # noqa: E402
 from engine.device import describe, select_device  # noqa: E402
 from engine.models.gangealing import Congealed, build_gangealing, total_variation  # noqa: E402
 from engine.pipelines import gangealing as pipe  # noqa: E402
-from engine.splat import normalize, splat, splat_reference  # noqa: E402
+from engine.splat import normalize, splat_reference  # noqa: E402
 
 
 def sync(dev):

@@ -135,6 +135,11 @@ class VideoWriter:
             self._container.mux(packet)
         self.frames += 1
 
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) written (even), or (0, 0) before the first frame."""
+        return self._size or (0, 0)
+
     def close(self) -> Path:
         if self._container is not None:
             for packet in self._stream.encode():

@@ -184,7 +184,7 @@ def test_video_is_bounded_browser_playable_and_reports_progress(random_weights, 
     res = T.translate_video(src, "gancompression-horse2zebra", max_seconds=2.0, max_side=35,
                             out_path=tmp_path / "out.mp4", progress=lambda f, d: seen.append(f))
     assert res.frames == 20 and res.truncated
-    assert (res.width, res.height) == (34, 22)           # 35x23 after max-side, cropped to even for yuv420p
+    assert (res.width, res.height) == (36, 24)           # 35x23 after max-side, padded to even for yuv420p
     assert seen[-1] == pytest.approx(1.0) and seen == sorted(seen)
     with av.open(str(res.path)) as c:
         s = c.streams.video[0]

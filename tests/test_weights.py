@@ -4,13 +4,12 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
-from engine import config, registry, weights
+from engine import registry, weights
 from engine.errors import WeightsCorruptError, WeightsMissingError
 
 

@@ -22,7 +22,6 @@ from typing import Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .resnet_generator import Downsample
 

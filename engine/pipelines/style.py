@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -49,7 +48,7 @@ from PIL import Image
 from .. import imageio, registry
 from ..device import autocast, is_oom, select_device
 from ..errors import InputError, ModelError
-from ..models.adain import DOWNSCALE, EPS, mean_std
+from ..models.adain import DOWNSCALE, mean_std
 from ..queue import run_exclusive
 
 Progress = Callable[[float, str], None] | None

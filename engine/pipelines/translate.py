@@ -14,12 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
 import os
-import tempfile
 import weakref
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -27,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from .. import imageio, registry
-from ..errors import EngineError, InputError, ModelError
+from ..errors import InputError, ModelError
 
 TASK = "translate"
 DEFAULT_MODEL = "gancompression-horse2zebra"
@@ -287,133 +284,62 @@ class VideoResult:
     source_seconds: float | None
 
 
-def _even(n: int) -> int:
-    return n - (n % 2)
-
-
 def translate_video(src: str | os.PathLike, model: str = DEFAULT_MODEL, *, max_side: int | None = VIDEO_MAX_SIDE,
                     max_seconds: float = VIDEO_MAX_SECONDS, max_frames: int = VIDEO_MAX_FRAMES,
                     out_path: str | os.PathLike | None = None, device=None, progress: Progress = None,
                     batch_size: int = 4) -> VideoResult:
     """Translate the first ``max_seconds`` of a video file, frame by frame, into a browser-playable MP4
-    (H.264, yuv420p, +faststart; same frame rate; audio dropped). Frames are shrunk to ``max_side`` and cropped
-    to even sizes (a yuv420p requirement)."""
-    import av
-
+    (engine.videoio: H.264, yuv420p, +faststart; same frame rate; audio dropped). Frames are shrunk to
+    ``max_side``; each frame is translated at its exact size and the writer pads odd sizes by one edge pixel
+    (a yuv420p requirement). Frames go through the engine queue in batches of ``batch_size``."""
+    from .. import videoio
     from ..queue import run_exclusive
 
     _check_model_name(model)
-    src = Path(src)
-    if not src.is_file():
-        raise InputError(f"No such video file: {src.name}")
     if max_seconds <= 0 or max_frames < 1:
         raise InputError("max seconds and max frames must be positive.")
-    try:
-        container = av.open(str(src))
-    except (av.error.FFmpegError, OSError, ValueError) as exc:
-        raise InputError(f"{src.name} could not be opened as a video: {exc}") from exc
-    try:
-        if not container.streams.video:
-            raise InputError(f"{src.name} has no video stream.")
-        stream = container.streams.video[0]
-        rate = stream.average_rate or stream.guessed_rate or Fraction(25, 1)
-        fps = float(rate)
-        if not math.isfinite(fps) or fps <= 0 or fps > 240:
-            rate, fps = Fraction(25, 1), 25.0
-        limit = max(1, min(max_frames, int(math.floor(max_seconds * fps + 1e-6))))
-        seconds = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else (
-            container.duration / 1e6 if container.duration else None)
-        expected = stream.frames or (int(seconds * fps) if seconds else 0)
-        total = min(limit, expected) if expected else limit
+    info = videoio.probe(src)
+    fps = float(info.fps)
+    limit = max(1, min(max_frames, int(max_seconds * fps + 1e-6)))
+    expected = info.frames or (int(info.seconds * fps) if info.seconds else 0)
+    total = min(limit, expected) if expected else limit
+    if progress:
+        progress(0.0, f"loading the model ({model})")
+    run_exclusive(registry.load_model, model, device)
 
-        if out_path is None:
-            fd, name = tempfile.mkstemp(suffix=".mp4", prefix="translated-")
-            os.close(fd)
-            out_path = name
-        out_path = Path(out_path)
-        if progress:
-            progress(0.0, f"loading the model ({model})")
-        run_exclusive(registry.load_model, model, device)
+    def job(batch: list[np.ndarray]) -> np.ndarray:
+        import torch
 
-        writer = None
-        out_stream = None
-        done = 0
-        truncated = False
-        pending: list[Image.Image] = []
-        size: tuple[int, int] | None = None
-        full: tuple[int, int] | None = None
+        net = registry.load_model(model, device)
+        y = run_generator(net, torch.cat([imageio.pil_to_tensor(f) for f in batch]), device=device)
+        return y.mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
-        def flush():
-            nonlocal writer, out_stream, done
-            if not pending:
-                return
+    pending: list[np.ndarray] = []
+    read = 0
+    with videoio.VideoWriter(out_path, info.fps) as writer:
+        def flush() -> None:
+            if pending:
+                for arr in run_exclusive(job, pending):
+                    writer.write(arr)
+                pending.clear()
+                if progress:
+                    progress(min(writer.frames / max(total, 1), 1.0), f"frame {writer.frames}/{total}")
 
-            def job():
-                import torch
-                net = registry.load_model(model, device)
-                batch = torch.cat([imageio.pil_to_tensor(p) for p in pending])
-                return run_generator(net, batch)
-
-            y = run_exclusive(job)
-            frames = y.mul(255).round().byte().permute(0, 2, 3, 1).numpy()
-            if writer is None:
-                writer = av.open(str(out_path), "w", format="mp4", options={"movflags": "+faststart"})
-                out_stream = writer.add_stream("libx264", rate=rate)
-                out_stream.width, out_stream.height = size
-                out_stream.pix_fmt = "yuv420p"
-                out_stream.options = {"crf": "20", "preset": "veryfast"}
-            for arr in frames:
-                for packet in out_stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format="rgb24")):
-                    writer.mux(packet)
-            done += len(frames)
-            pending.clear()
-            if progress:
-                progress(min(done / max(total, 1), 1.0), f"frame {done}/{total}")
-
-        try:
-            for frame in container.decode(stream):
-                if done + len(pending) >= limit:
-                    truncated = True
-                    break
-                img = imageio.resize_max_side(frame.to_image().convert("RGB"), max_side)
-                if size is None:
-                    full = img.size
-                    size = (_even(img.width), _even(img.height))
-                    if min(size) < MIN_SIDE:
-                        raise InputError(f"Video frames are {frame.width}x{frame.height}; after resizing they "
-                                         f"would be thinner than {MIN_SIDE} pixels.")
-                if img.size != full:  # a stream that changes size mid-way
-                    img = img.resize(full, Image.Resampling.BILINEAR)
-                if img.size != size:
-                    img = img.crop((0, 0, *size))
-                pending.append(img)
-                if len(pending) >= batch_size:
-                    flush()
-            flush()
-        except av.error.FFmpegError as exc:
-            if done == 0 and not pending:
-                out_path.unlink(missing_ok=True)
-                raise InputError(f"{src.name} could not be decoded: {exc}") from exc
-            flush()  # keep what decoded before the damaged part
-        except BaseException:
-            if done == 0:
-                out_path.unlink(missing_ok=True)
-            raise
-        finally:
-            if writer is not None:
-                for packet in out_stream.encode():
-                    writer.mux(packet)
-                writer.close()
-        if done == 0:
-            out_path.unlink(missing_ok=True)
-            raise InputError(f"{src.name} has no decodable video frames.")
-        return VideoResult(out_path, done, fps, size[0], size[1], truncated, seconds)
-    except EngineError:
-        raise
-    except av.error.FFmpegError as exc:
-        raise InputError(f"{src.name} could not be read as a video: {exc}") from exc
-    finally:
-        container.close()
+        for frame in videoio.read_frames(src, max_frames=limit + 1, max_side=max_side):
+            read += 1
+            if read > limit:
+                break
+            if min(frame.shape[:2]) < MIN_SIDE:
+                raise InputError(f"Video frames are {info.width}x{info.height}; after resizing they would be "
+                                 f"thinner than {MIN_SIDE} pixels.")
+            if pending and frame.shape != pending[0].shape:  # a stream that changes size mid-way
+                flush()
+            pending.append(frame)
+            if len(pending) >= batch_size:
+                flush()
+        flush()
+    width, height = writer.size
+    return VideoResult(writer.path, writer.frames, fps, width, height, read > limit, info.seconds)
 
 
 # ---- folders (the CLI) ----------------------------------------------------------------------------------------
