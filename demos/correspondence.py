@@ -43,16 +43,23 @@ def _usable(name: str):
     return backend
 
 
-def _load(src, what: str):
+def load_working_image(src, what: str = "", max_side: int = MAX_SIDE):
+    """An upload as (H, W, 3) uint8, shrunk to ``max_side``; refused when it is (or would become) thinner than
+    8 pixels."""
     if src is None:
-        raise InputError(f"Upload image {what} first (or click an example).")
-    return imageio.as_numpy_rgb(imageio.resize_max_side(imageio.load_image(src, min_side=8), MAX_SIDE))
+        raise InputError(f"Upload image {what} first (or click an example).".replace("  ", " "))
+    img = imageio.resize_max_side(imageio.load_image(src, min_side=imageio.MIN_SIDE), max_side)
+    if min(img.size) < imageio.MIN_SIDE:
+        raise InputError(f"Image {what} is too thin: shrunk to a max side of {max_side} px it would be "
+                         f"{img.width}x{img.height}.".replace("  ", " "))
+    return imageio.as_numpy_rgb(img)
+
 
 
 @guarded
 def match_images(backend_name, a_src, b_src, progress=gr.Progress()):
     backend = _usable(backend_name)
-    a, b = _load(a_src, "A"), _load(b_src, "B")
+    a, b = load_working_image(a_src, "A"), load_working_image(b_src, "B")
     result = backend.match(a, b, progress=progress_callback(progress))
     view_a, view_b = views.dense_view(a, b, result.flow, result.confidence)
     conf = views.heat_image(result.confidence, a)

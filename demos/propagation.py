@@ -7,7 +7,7 @@ import gradio as gr
 import numpy as np
 
 from demos.common import ENGINE_QUEUE, STREAM_QUEUE, AppContext, cancellable, guarded, progress_callback
-from demos.correspondence import _usable, backend_choices
+from demos.correspondence import _usable, backend_choices, load_working_image
 from engine import imageio, videoio
 from engine.correspondence import get_backend, views
 from engine.errors import InputError
@@ -35,7 +35,7 @@ def _edit_and_reference(backend, editor, sticker):
     else:
         if background is None:
             raise InputError("Upload a reference image into the editor (the image you paint on) first.")
-        reference = imageio.as_numpy_rgb(np.asarray(background))
+        reference = load_working_image(np.asarray(background), "(reference)", max_side=MAX_SIDE)
         base = reference
     size = (base.shape[1], base.shape[0])
     if sticker is not None:
@@ -66,7 +66,7 @@ def propagate_images(backend_name, editor, sticker, opacity, targets, progress=g
     for item in targets:
         path = item[0] if isinstance(item, (list, tuple)) else item
         try:
-            images.append(imageio.as_numpy_rgb(imageio.resize_max_side(imageio.load_image(path, min_side=8), MAX_SIDE)))
+            images.append(load_working_image(path, max_side=MAX_SIDE))
         except InputError as exc:
             skipped.append(str(exc))
     if not images:

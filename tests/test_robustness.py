@@ -97,7 +97,21 @@ def _image_endpoints(style_path: Path):
         return client.predict(editor, None, False, handle_file(f), 1.0, None, 1.0, None, 1.0, None, 1.0,
                               1.0, False, 64, 64, api_name="/stylize_image")
 
-    return [("translate", translate), ("stylize-content", stylize), ("stylize-style", stylize_as_style)]
+    def backend(client) -> str:
+        choices = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/match"]
+        names = choices["parameters"][0]["python_type"]["type"]
+        return "classic" if "classic" in names else "gangealing-celeba"
+
+    def match(client, f):
+        return client.predict(backend(client), handle_file(f), handle_file(str(style_path)), api_name="/match")
+
+    def propagate(client, f):
+        editor = {"background": handle_file(str(style_path)), "layers": [], "composite": None, "id": None}
+        return client.predict(backend(client), editor, handle_file(f), 1.0,
+                              [{"image": handle_file(f), "caption": None}], api_name="/propagate_images")
+
+    return [("translate", translate), ("stylize-content", stylize), ("stylize-style", stylize_as_style),
+            ("correspondence", match), ("propagation", propagate)]
 
 
 def test_bad_input_corpus_gets_clear_errors_or_results(live, corpus, tmp_path):
@@ -126,6 +140,29 @@ def test_bad_input_corpus_gets_clear_errors_or_results(live, corpus, tmp_path):
             assert outcome == "ok", (name, endpoint, outcome)
     print(f"\nbad-input corpus: {tried} image requests, "
           f"{sum(o == 'ok' for o in outcomes.values())} results, {sum(o != 'ok' for o in outcomes.values())} clear errors")
+
+
+def test_bad_input_corpus_through_the_python_api(corpus, monkeypatch):
+    """The same corpus through the engine's Python API: a result or an EngineError, nothing else."""
+    from engine import registry
+    from engine.errors import EngineError
+    from engine.pipelines import translate
+
+    monkeypatch.setenv("ENGINE_RANDOM_WEIGHTS", "1")
+    registry.clear_cache()
+    monkeypatch.setattr(registry, "_cache", {})  # random-weight models must not leak into later tests
+
+    style_ok = 0
+    for name, (path, kind) in corpus.items():
+        if kind != "image":
+            continue
+        try:
+            out = translate.translate(str(path), MODEL, max_side=256)
+            assert out.ndim == 3 and out.shape[2] == 3
+            style_ok += 1
+        except EngineError as exc:
+            assert name not in {"cmyk.jpg", "rgba.png", "sixteen_bit.png", "exif_rotated.jpg"}, (name, exc)
+    assert style_ok >= 7
 
 
 def test_bad_videos_get_clear_errors(live, corpus, tmp_path):
