@@ -104,6 +104,7 @@ class ClassicBackend(Backend):
 
     def __init__(self, params: Optional[classic.FlowParams] = None):
         self.params = params or classic.FlowParams()
+        self._alignments: dict[tuple[str, str], classic.GlobalAlignment] = {}   # last matches, for heat maps
 
     def status(self) -> tuple[bool, str]:
         return True, ("Hand-crafted dense descriptors + SIFT-Flow-style matching with a global alignment search; "
@@ -114,6 +115,10 @@ class ClassicBackend(Backend):
         a = check_image(a, "first image (A)")
         b = check_image(b, "second image (B)")
         res = run_exclusive(classic.dense_flow, a, b, self.params, "bp", True, progress)
+        if res.alignment is not None:
+            if len(self._alignments) > 32:
+                self._alignments.clear()
+            self._alignments[(classic.image_digest(a), classic.image_digest(b))] = res.alignment
         return DenseMatch(res.flow, res.confidence, {"similarity": res.similarity, "alignment": res.alignment})
 
     def point_heatmap(self, a: np.ndarray, b: np.ndarray, x: float, y: float,
@@ -123,7 +128,15 @@ class ClassicBackend(Backend):
         b = check_image(b, "second image (B)")
         if not (0 <= x < a.shape[1] and 0 <= y < a.shape[0]):
             raise InputError(f"The point ({x:.0f}, {y:.0f}) is outside image A ({a.shape[1]}x{a.shape[0]}).")
+        if alignment is None:   # the scale the last match of this pair used, when there was one
+            alignment = self._alignments.get((classic.image_digest(a), classic.image_digest(b)))
         return run_exclusive(classic.point_similarity, a, b, x, y, self.params, alignment)
+
+    def similarity(self, a: np.ndarray, b: np.ndarray, x: float, y: float) -> np.ndarray:
+        """:meth:`point_heatmap` stretched to [0, 1] for display (1 = the most similar pixel of B)."""
+        heat = self.point_heatmap(a, b, x, y)
+        lo, hi = float(heat.min()), float(heat.max())
+        return np.clip((heat - lo) / max(hi - lo, 1e-6), 0, 1).astype(np.float32)
 
     def mapping(self, target: np.ndarray, reference: np.ndarray, progress: Progress = None
                 ) -> tuple[np.ndarray, np.ndarray]:

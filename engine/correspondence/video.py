@@ -37,7 +37,7 @@ class StreamOptions:
     reanchor_every: int = 10      # frames between direct matches to the reference (0 = never)
     reanchor_below: float = 0.6   # also re-anchor when the mean tracked confidence of the edit drops below this
     fb_tolerance: float = 1.5     # forward-backward error (proc pixels) at which a pixel's confidence halves
-    confidence_decay: float = 0.995  # per-frame decay of the chained confidence (unverified accumulation)
+    confidence_decay: float = 0.998  # per-frame decay of the chained confidence (unverified accumulation)
     min_confidence: float = 0.15  # below this the edit is not drawn at all
 
 
@@ -59,10 +59,14 @@ class OpticalFlow:
         elif method != "farneback":
             raise ValueError(f"unknown optical flow method {method!r} (dis, farneback)")
 
-    def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        if self.method == "dis":
-            return self._dis.calc(a, b, None)
-        return cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 4, 15, 3, 5, 1.1, 0)
+    def __call__(self, a: np.ndarray, b: np.ndarray, init: Optional[np.ndarray] = None) -> np.ndarray:
+        """init: an initial flow (H, W, 2) to refine instead of starting from zero."""
+        if init is not None:
+            init = np.ascontiguousarray(init, dtype=np.float32)
+        if self.method == "dis":   # DIS refines the flow argument when one of the right size is given
+            return self._dis.calc(a, b, init)
+        flags = cv2.OPTFLOW_USE_INITIAL_FLOW if init is not None else 0
+        return cv2.calcOpticalFlowFarneback(a, b, init, 0.5, 4, 15, 3, 5, 1.1, flags)
 
 
 def _grid(h: int, w: int) -> np.ndarray:
@@ -167,7 +171,9 @@ class StreamEditPropagator(StreamPropagator):
                                  borderMode=cv2.BORDER_REPLICATE)
             prev_conf = cv2.remap(self.conf, pos[..., 0], pos[..., 1], cv2.INTER_LINEAR,
                                   borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-            self.conf = prev_conf * _fb_confidence(back, fwd, self.opt.fb_tolerance) * self.opt.confidence_decay
+            # min, not product: one occlusion is remembered, small per-frame doubts do not compound to zero
+            self.conf = np.minimum(prev_conf * self.opt.confidence_decay,
+                                   _fb_confidence(back, fwd, self.opt.fb_tolerance))
             self.since_anchor += 1
             due = self.opt.reanchor_every and self.since_anchor >= self.opt.reanchor_every
             if due or self._edit_confidence() < self.opt.reanchor_below:
@@ -177,12 +183,46 @@ class StreamEditPropagator(StreamPropagator):
         return self.map, self.conf
 
     def _reanchor(self, gray: np.ndarray, frame: np.ndarray) -> None:
-        direct, dconf = self._direct(gray, frame)
-        # trust the direct match where it is at least as reliable as the chain
-        w = np.clip(dconf - 0.5 * self.conf, 0.0, 1.0)
-        w = np.where(dconf >= self.conf, np.maximum(w, 0.5), w)[..., None]
-        self.map = (w * direct + (1 - w) * self.map).astype(np.float32)
-        self.conf = np.maximum(self.conf, dconf).astype(np.float32)
+        """Snap the chained map back onto the reference where a direct match confirms it.
+
+        The direct match is optical flow from the current frame straight to the reference frame, *initialised with
+        the chained map*, so large accumulated motion is no problem and only the residual drift is estimated. The
+        refinement replaces the chain only where it stays close to it (drift, not a jump to a look-alike) and
+        explains the pixel at least as well photometrically; there the confidence is restored.
+        """
+        if self.anchor is not None:
+            direct, dconf = self._direct(gray, frame)
+            w = np.clip(dconf - 0.5 * self.conf, 0.0, 1.0)[..., None]
+            self.map = (w * direct + (1 - w) * self.map).astype(np.float32)
+            self.conf = np.maximum(self.conf, dconf).astype(np.float32)
+            self.since_anchor = 0
+            self.stats["reanchors"] += 1
+            return
+        hp, wp = gray.shape
+        hr, wr = self.ref_gray.shape
+        same = (hp, wp) == (hr, wr)
+        g = gray if same else cv2.resize(gray, (wr, hr), interpolation=cv2.INTER_AREA)
+        chain = self.map if same else cv2.resize(self.map, (wr, hr), interpolation=cv2.INTER_LINEAR)
+        base = _grid(hr, wr)
+        refined = base + self.flow(g, self.ref_gray, init=chain - base)
+        tol = max(2.0, 0.015 * max(hr, wr))
+        agree = np.exp(-(np.linalg.norm(refined - chain, axis=-1) / tol) ** 2)
+        gf = g.astype(np.float32)
+
+        def photo_err(m):
+            warped = cv2.remap(self.ref_gray, m[..., 0], m[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                               borderValue=0).astype(np.float32)
+            return cv2.GaussianBlur(np.abs(gf - warped), (0, 0), 1.5)
+
+        e_ref, e_chain = photo_err(refined), photo_err(chain)
+        w = agree * (e_ref <= e_chain + 3.0)
+        restored = w * np.exp(-(e_ref / 20.0) ** 2)
+        if not same:
+            w = cv2.resize(w, (wp, hp), interpolation=cv2.INTER_LINEAR)
+            restored = cv2.resize(restored, (wp, hp), interpolation=cv2.INTER_LINEAR)
+            refined = cv2.resize(refined, (wp, hp), interpolation=cv2.INTER_LINEAR)
+        self.map = (w[..., None] * refined + (1 - w[..., None]) * self.map).astype(np.float32)
+        self.conf = np.maximum(self.conf, restored).astype(np.float32)
         self.since_anchor = 0
         self.stats["reanchors"] += 1
 
