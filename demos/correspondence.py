@@ -65,6 +65,10 @@ def match_images(backend_name, a_src, b_src, progress=gr.Progress()):
     conf = views.heat_image(result.confidence, a)
     note = (f"Matched {a.shape[1]}×{a.shape[0]} → {b.shape[1]}×{b.shape[0]} with {backend.title}; "
             f"mean confidence {float(result.confidence.mean()):.2f}. Click a point on image A.")
+    align = result.extras.get("alignment")
+    if align is not None:   # classic backend: the global alignment it found before the flow
+        note += (f"\n\nGlobal alignment found first: B's content is {1 / align.scale:.2f}× the size of A's"
+                 + (", mirrored" if getattr(align, "flip", False) else "") + "; the flow then adds local motion.")
     if result.extras.get("warning"):
         gr.Warning(result.extras["warning"])
         note += f"\n\n⚠️ {result.extras['warning']}"
@@ -101,8 +105,11 @@ def build(ctx: AppContext) -> None:
     faces = ctx.data_files("faces", "assets", "representative", "celeba_hq", "src", "female", limit=4)
     cats = ctx.data_files("faces", "assets", "representative", "afhq", "src", "cat", limit=4)
     pairs = [[pool[i], pool[i + 1]] for pool in (faces, cats) for i in range(0, len(pool) - 1, 2)]
+    average = ctx.data("gangealing-assets", "assets", "averages", "celeba.png")
+    if average is not None and faces:   # a close-up average face against a full portrait: different scales
+        pairs.append([str(average), faces[0]])
     if pairs:
-        gr.Examples(pairs, [a_in, b_in], label="Examples (CelebA-HQ faces, AFHQ cats)")
+        gr.Examples(pairs, [a_in, b_in], label="Examples (CelebA-HQ faces, AFHQ cats, GANgealing's average face)")
     note = gr.Markdown()
     with gr.Row():
         view_a = gr.Image(label="A, colour-coded by position", type="numpy", interactive=False)

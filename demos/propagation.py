@@ -77,14 +77,28 @@ def propagate_images(backend_name, editor, sticker, opacity, targets, progress=g
     return outs, note
 
 
+def tracking_options(backend_name, flow_method, reanchor_every) -> dict:
+    """Stream options of the classic backend (GANgealing backends re-align every frame and take none of these)."""
+    if backend_name != "classic":
+        return {}
+    opts = {}
+    if flow_method:
+        opts["method"] = "farneback" if str(flow_method).lower().startswith("farn") else "dis"
+    if reanchor_every is not None:
+        opts["reanchor_every"] = int(reanchor_every)
+    return opts
+
+
 @cancellable(2)
 @guarded
-def propagate_video(backend_name, editor, sticker, opacity, video, max_seconds, progress=gr.Progress()):
+def propagate_video(backend_name, editor, sticker, opacity, video, max_seconds, flow_method="DIS",
+                    reanchor_every=10, progress=gr.Progress()):
     backend = _usable(backend_name)
     edit, reference = _edit_and_reference(backend, editor, sticker)
     if not video:
         raise InputError("Upload a video file first (or click an example).")
-    stream = backend.stream(edit, reference=reference, opacity=float(opacity))
+    stream = backend.stream(edit, reference=reference, opacity=float(opacity),
+                            **tracking_options(backend_name, flow_method, reanchor_every))
     path = videoio.map_video(video, lambda frame: run_exclusive(stream, frame), max_seconds=float(max_seconds),
                              max_side=VIDEO_MAX_SIDE, progress=progress_callback(progress))
     info = videoio.probe(path)
@@ -98,7 +112,7 @@ def first_frame(video):
     return {"background": frame, "layers": [], "composite": frame}
 
 
-def webcam_frame(frame, backend_name, editor, sticker, opacity, state):
+def webcam_frame(frame, backend_name, editor, sticker, opacity, state, flow_method="DIS", reanchor_every=10):
     """One webcam frame -> the frame with the edit; the per-stream propagator lives in ``state``."""
     if frame is None:
         return None, state
@@ -107,9 +121,10 @@ def webcam_frame(frame, backend_name, editor, sticker, opacity, state):
         edit, reference = _edit_and_reference(backend, editor, sticker)
     except InputError:
         return frame, None  # nothing to propagate yet: show the camera as it is
-    key = (backend_name, views.array_key(edit, reference), float(opacity))
-    if not state or state.get("key") != key:
-        state = {"key": key, "stream": backend.stream(edit, reference=reference, opacity=float(opacity))}
+    options = tracking_options(backend_name, flow_method, reanchor_every)
+    key = (backend_name, views.array_key(edit, reference), float(opacity), tuple(sorted(options.items())))
+    if not state or state.get("key") != key:   # prepared once per edit (and options), reused for every frame
+        state = {"key": key, "stream": backend.stream(edit, reference=reference, opacity=float(opacity), **options)}
     frame = imageio.as_numpy_rgb(imageio.resize_max_side(imageio.load_image(frame), VIDEO_MAX_SIDE))
     return run_exclusive(state["stream"], frame), state
 
@@ -142,6 +157,44 @@ def demo_sticker() -> str:
     return str(path)
 
 
+STICKERS = {  # category: (average image, official sticker) inside gangealing-assets/assets
+    "celeba": ("averages/celeba.png", "objects/celeba/celeba_pokemon.png"),
+    "cat": ("averages/cat.png", "objects/cat/cat_cartoon.png"),
+    "dog": ("averages/dog.png", "objects/dog/dog_cartoon_eyes.png"),
+}
+
+
+def asset_sticker(path: str, side: int = 512) -> str:
+    """GANgealing's stickers are 8192x8192 RGBA; a copy shrunk to ``side`` is written once to the temp folder."""
+    import tempfile
+    from pathlib import Path
+
+    src = Path(path)
+    out = Path(tempfile.gettempdir()) / f"gan-studio-{src.stem}-{side}.png"
+    if not out.exists():
+        img = imageio.load_rgba(src, max_pixels=8192 * 8192 + 1)
+        img = img.resize((side, side), resample=3)  # bicubic
+        tmp = out.with_suffix(".part.png")
+        img.save(tmp)
+        tmp.replace(out)
+    return str(out)
+
+
+def sticker_examples(ctx: AppContext) -> list[list[str]]:
+    """[average image, shrunk sticker] pairs found in the data folder (for the classic backend: the average image
+    is a clean reference of the category, the sticker is painted on it)."""
+    rows = []
+    for avg, obj in STICKERS.values():
+        a, o = ctx.data("gangealing-assets", "assets", *avg.split("/")), ctx.data("gangealing-assets", "assets",
+                                                                                     *obj.split("/"))
+        if a is not None and o is not None:
+            try:
+                rows.append([str(a), asset_sticker(str(o))])
+            except Exception:  # noqa: BLE001 - an unreadable asset just means no example
+                continue
+    return rows
+
+
 def build(ctx: AppContext) -> None:
     gr.Markdown(INTRO)
     choices, default = backend_choices()
@@ -161,7 +214,18 @@ def build(ctx: AppContext) -> None:
     if refs:
         gr.Examples([[r, demo_sticker()] for r in refs], [editor, sticker],
                     label="Examples: reference face + sticker (classic backend)")
+    assets = sticker_examples(ctx)
+    if assets:
+        gr.Examples(assets, [editor, sticker], label="Examples: GANgealing's stickers on the category's average image "
+                    "as the reference (classic backend; then pick face / cat targets below)")
     load.click(load_canvas, [backend], [editor])
+    with gr.Accordion("Video / webcam tracking options (classic backend)", open=False):
+        gr.Markdown("The edit follows a video or the webcam by optical flow between consecutive frames; every N "
+                    "frames the frame is matched straight to the reference frame again to stop drift. Pixels that "
+                    "become occluded fade out instead of smearing.")
+        with gr.Row():
+            flow_method = gr.Radio(["DIS", "Farneback"], value="DIS", label="Optical flow (DIS is faster)")
+            reanchor = gr.Slider(0, 60, value=10, step=1, label="Re-anchor every N frames (0 = never)")
 
     with gr.Tab("Images"):
         targets = gr.Gallery(label="Target images", type="filepath", interactive=True, columns=4, height=260,
@@ -170,8 +234,11 @@ def build(ctx: AppContext) -> None:
         out_gallery = gr.Gallery(label="With the edit", columns=4, height=300, interactive=False, format="png")
         note = gr.Markdown()
         more = ctx.data_files("faces", "assets", "representative", "celeba_hq", "src", "male", limit=4)
-        if more:
-            gr.Examples([[more]], [targets], label="Example targets (faces)")
+        cats = ctx.data_files("faces", "assets", "representative", "afhq", "src", "cat", limit=4)
+        dogs = ctx.data_files("faces", "assets", "representative", "afhq", "src", "dog", limit=4)
+        target_sets = [[t] for t in (more, cats, dogs) if t]
+        if target_sets:
+            gr.Examples(target_sets, [targets], label="Example targets (faces, cats, dogs)")
         run.click(propagate_images, [backend, editor, sticker, opacity, targets], [out_gallery, note],
                   api_name="propagate_images", **ENGINE_QUEUE)
 
@@ -189,8 +256,8 @@ def build(ctx: AppContext) -> None:
         if clips:
             gr.Examples([[c] for c in clips], [video_in], label="Example clips (faces)")
         use_first.click(first_frame, [video_in], [editor])
-        run_video.click(propagate_video, [backend, editor, sticker, opacity, video_in, seconds], [video_out, video_note],
-                        api_name="propagate_video", **ENGINE_QUEUE)
+        run_video.click(propagate_video, [backend, editor, sticker, opacity, video_in, seconds, flow_method, reanchor],
+                        [video_out, video_note], api_name="propagate_video", **ENGINE_QUEUE)
 
     with gr.Tab("Webcam"):
         gr.Markdown("Start the camera, press **Use this frame as the reference** (classic), paint on it above, and "
@@ -200,6 +267,6 @@ def build(ctx: AppContext) -> None:
             cam_out = gr.Image(label="With the edit", type="numpy", height=300, interactive=False)
         grab = gr.Button("Use this frame as the reference")
         stream_state = gr.State(None)
-        cam.stream(webcam_frame, [cam, backend, editor, sticker, opacity, stream_state], [cam_out, stream_state],
-                   api_name="propagate_webcam_frame", **STREAM_QUEUE)
+        cam.stream(webcam_frame, [cam, backend, editor, sticker, opacity, stream_state, flow_method, reanchor],
+                   [cam_out, stream_state], api_name="propagate_webcam_frame", **STREAM_QUEUE)
         grab.click(capture, [cam], [editor])
