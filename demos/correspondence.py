@@ -17,9 +17,10 @@ MAX_SIDE = 512
 
 INTRO = """### Dense correspondence
 Pick two images of the same kind of object, press **Match**, then click a point on image A to see where it lands
-in image B. The colour-coded view paints A with a colour per position and carries each colour to its match in B,
-so a good match shows the same colour layout on both objects. *Classic (no weights)* works offline for any pair;
-GANgealing backends need their category's checkpoint (cat, dog, face, car, ...)."""
+in image B. The colour-coded view paints B with a colour per position and gives every pixel of A the colour of
+its match in B, so a good match shows the same colour layout on both objects (grey: low confidence).
+*Classic (no weights)* works offline for any pair; GANgealing backends need their category's checkpoint (cat,
+dog, face, car, ...)."""
 
 
 def backend_choices() -> tuple[list[tuple[str, str]], str | None]:
@@ -56,12 +57,21 @@ def load_working_image(src, what: str = "", max_side: int = MAX_SIDE):
 
 
 
+def colour_views(a, b, flow, confidence):
+    """Dense colour-coded view without holes: B is painted with a colour key of its positions and every pixel of A
+    takes the key colour of where it lands in B (grey where the match is not trusted)."""
+    from engine.correspondence import visualise
+
+    coloured_a, key = visualise.correspondence_colors(flow, b.shape, confidence)
+    return (0.6 * coloured_a + 0.4 * a).astype("uint8"), (0.6 * key + 0.4 * b).astype("uint8")
+
+
 @guarded
 def match_images(backend_name, a_src, b_src, progress=gr.Progress()):
     backend = _usable(backend_name)
     a, b = load_working_image(a_src, "A"), load_working_image(b_src, "B")
     result = backend.match(a, b, progress=progress_callback(progress))
-    view_a, view_b = views.dense_view(a, b, result.flow, result.confidence)
+    view_a, view_b = colour_views(a, b, result.flow, result.confidence)
     conf = views.heat_image(result.confidence, a)
     note = (f"Matched {a.shape[1]}×{a.shape[0]} → {b.shape[1]}×{b.shape[0]} with {backend.title}; "
             f"mean confidence {float(result.confidence.mean()):.2f}. Click a point on image A.")
@@ -112,8 +122,8 @@ def build(ctx: AppContext) -> None:
         gr.Examples(pairs, [a_in, b_in], label="Examples (CelebA-HQ faces, AFHQ cats, GANgealing's average face)")
     note = gr.Markdown()
     with gr.Row():
-        view_a = gr.Image(label="A, colour-coded by position", type="numpy", interactive=False)
-        view_b = gr.Image(label="B, each colour at its match", type="numpy", interactive=False)
+        view_a = gr.Image(label="A, each pixel in the colour of its match in B", type="numpy", interactive=False)
+        view_b = gr.Image(label="B, colour key of positions", type="numpy", interactive=False)
         conf = gr.Image(label="Confidence of each match of A (yellow = high)", type="numpy", interactive=False)
     gr.Markdown("**Click a point on image A** (left) to see its match in B.")
     with gr.Row():
