@@ -81,7 +81,7 @@ def test_every_tab_runs_an_example(page, shots, running_app):
     pg.get_by_role("tab", name="Correspondence").click()
     _first_example(pg, "Examples (CelebA-HQ faces")
     pg.get_by_role("button", name="Match", exact=True).click()
-    _wait_for_image(pg, "B, each colour at its match")
+    _wait_for_image(pg, "B, colour key of positions")
     pg.get_by_text("mean confidence").wait_for()
     _no_error_toast(pg)
     pg.screenshot(path=str(shots / "correspondence.png"), full_page=True)
