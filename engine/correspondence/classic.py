@@ -1,19 +1,26 @@
 """Weight-free dense correspondence: hand-crafted dense descriptors + discrete flow with a spatial prior.
 
-The method follows the structure of SIFT Flow (C. Liu, J. Yuen, A. Torralba, "SIFT Flow: Dense Correspondence
-across Scenes and its Applications", TPAMI 2011): a dense SIFT-like descriptor at every grid cell of both images,
-then a discrete labelling where each cell of A picks a cell of B, minimising
+The flow follows SIFT Flow (C. Liu, J. Yuen, A. Torralba, "SIFT Flow: Dense Correspondence across Scenes and its
+Applications", TPAMI 2011): a dense SIFT-like descriptor at every grid cell of both images, then a discrete
+labelling where each cell of A picks a cell of B, minimising
 
-    sum_p  D_p(l_p)  +  sum_(p,q) lambda * min(|(l_p - p) - (l_q - q)|_1, T)  +  sum_p  eta * |l_p - prior(p)|_1
+    sum_p  D_p(l_p)  +  sum_(p,q) lambda * min(|(l_p - p) - (l_q - q)|_1, T)  +  sum_p  eta * |l_p - g(p)|_1
 
-(data term = descriptor distance, truncated-L1 smoothness on the displacement, a weak pull towards the position
-with the same normalised coordinates). It is minimised with min-sum loopy belief propagation; each message is an
-O(L) distance transform (Felzenszwalb & Huttenlocher, "Efficient Belief Propagation for Early Vision", IJCV 2006)
-computed in closed form with running minima, so a whole sweep is a handful of vectorised numpy operations.
+(data term = truncated descriptor distance, truncated-L1 smoothness on the displacement, a pull towards the
+position g(p) predicted by a global alignment). It is minimised with min-sum loopy belief propagation; each message
+is an O(L) distance transform (Felzenszwalb & Huttenlocher, "Efficient Belief Propagation for Early Vision",
+IJCV 2006), two passes of running minima vectorised over all nodes.
 
-Differences from the paper: the whole label space of B is searched at one coarse level (no window), the
-descriptor is multi-scale with unsigned gradient orientations (robust to the contrast reversals common between
-different instances of a class), and a forward-backward consistency check gives a confidence map.
+Before the flow, a global alignment g (scale of B relative to A and a shift; optionally a mirror) is found by
+Hough voting of descriptor matches over a set of scales, the idea behind the local-offset voting of Proposal Flow
+(Ham, Cho, Schmid, Ponce, CVPR 2016) reduced to one global offset per scale: votes are weighted by how distinctive
+both cells are in their own image (repetitive background outvoting the object was the main failure), and each
+scale is scored in both directions (A into B, B into A) so that neither image size is favoured. B is then
+resampled at the chosen scale, which keeps descriptors comparable when the two objects differ in size.
+
+Differences from SIFT Flow: one coarse level with the label region cut to A's aligned footprint (no pyramid),
+multi-scale descriptors with unsigned gradient orientations (robust to the contrast reversals between instances),
+sub-cell refinement by a parabola through the data cost, and a forward-backward check for the confidence map.
 
 Everything here is numpy + OpenCV; no weights, no torch. Images are (H, W, 3) uint8 RGB.
 """
@@ -158,7 +165,8 @@ class FlowParams:
     hough_distinct: bool = True    # weight votes by the distinctiveness of both cells
     hough_symmetric: bool = True   # score each scale in both directions (A into B and B into A)
     crop_margin: float = 0.3       # B's label region = A's footprint under the alignment + this x max_side
-    candidates: int = 1            # run the flow for this many best alignments and keep the lowest energy
+    candidates: int = 1            # run the flow for this many best alignments and keep the best one by:
+    select: str = "consistency"    # "consistency" (forward-backward round trip) or "energy" (BP energy)
 
 
 def _working_image(img: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
@@ -532,14 +540,30 @@ def grid_match(a: np.ndarray, b: np.ndarray, params: FlowParams = FlowParams(), 
         tx = (src.xs[0] + 0.5) / src.image.shape[1] * hyp.image.shape[1] - 0.5 - src.xs[0]
         ty = (src.ys[0] + 0.5) / src.image.shape[0] * hyp.image.shape[0] - 0.5 - src.ys[0]
         candidates = [(GlobalAlignment(scale, False, (float(tx), float(ty)), 0.0), hyp)]
-    best = None
+    best, best_score = None, None
     for n, (align, hyp) in enumerate(candidates):
         span = 0.7 / len(candidates)
         gm = _flow_on_hypothesis(src, a.shape[:2], b.shape[:2], align, hyp, params,
                                  sub(0.3 + n * span, 0.3 + (n + 1) * span))
-        if best is None or gm.energy < best.energy:
-            best = gm
+        if len(candidates) == 1:
+            return gm
+        # lower is better: the energy, or minus the forward-backward consistency of the flow
+        score = gm.energy if params.select == "energy" else -_round_trip(gm, b, a, params)
+        if best is None or score < best_score:
+            best, best_score = gm, score
     return best
+
+
+def _round_trip(gm: GridMatch, b: np.ndarray, a: np.ndarray, params: FlowParams) -> float:
+    """Mean forward-backward consistency in [0, 1] of a grid match, using the reverse flow under the inverse
+    alignment (a wrong alignment rarely comes back to where it started)."""
+    back = grid_match(b, a, params, alignment=inverse_alignment(gm.alignment))
+    flow_ba = upsample_flow(back)
+    ret = lookup(flow_ba, gm.flow[..., 0].ravel(), gm.flow[..., 1].ravel()).reshape(gm.flow.shape)
+    gx, gy = np.meshgrid((gm.xs_a + 0.5) / gm.scale_a - 0.5, (gm.ys_a + 0.5) / gm.scale_a - 0.5)
+    sigma = 2.0 * params.stride / gm.scale_a
+    err2 = (ret[..., 0] - gx) ** 2 + (ret[..., 1] - gy) ** 2
+    return float(np.exp(-err2 / (2 * sigma * sigma)).mean())
 
 
 def _flow_on_hypothesis(src: Hypothesis, shape_a, shape_b, align: GlobalAlignment, hyp: Hypothesis,
