@@ -9,8 +9,8 @@ import gradio as gr
 
 from demos.common import ENGINE_QUEUE, AppContext, guarded, progress_callback
 from engine import imageio
-from engine.correspondence import get_backend, list_backends
-from engine.correspondence import views
+from engine.correspondence import get_backend, list_backends, visualise
+
 from engine.errors import InputError
 
 MAX_SIDE = 512
@@ -22,7 +22,6 @@ its match in B, so a good match shows the same colour layout on both objects (gr
 *Classic (no weights)* works offline for any pair; GANgealing backends need their category's checkpoint (cat,
 dog, face, car, ...)."""
 
-
 def backend_choices() -> tuple[list[tuple[str, str]], str | None]:
     choices, default = [], None
     for name, title in list_backends():
@@ -33,7 +32,6 @@ def backend_choices() -> tuple[list[tuple[str, str]], str | None]:
             default = name
     return choices, default
 
-
 def _usable(name: str):
     if not name:
         raise InputError("Choose a backend first.")
@@ -42,7 +40,6 @@ def _usable(name: str):
     if not ok:
         raise InputError(f"{backend.title} cannot run: {message}")
     return backend
-
 
 def load_working_image(src, what: str = "", max_side: int = MAX_SIDE):
     """An upload as (H, W, 3) uint8, shrunk to ``max_side``; refused when it is (or would become) thinner than
@@ -55,16 +52,11 @@ def load_working_image(src, what: str = "", max_side: int = MAX_SIDE):
                          f"{img.width}x{img.height}.".replace("  ", " "))
     return imageio.as_numpy_rgb(img)
 
-
-
 def colour_views(a, b, flow, confidence):
     """Dense colour-coded view without holes: B is painted with a colour key of its positions and every pixel of A
     takes the key colour of where it lands in B (grey where the match is not trusted)."""
-    from engine.correspondence import visualise
-
     coloured_a, key = visualise.correspondence_colors(flow, b.shape, confidence)
     return (0.6 * coloured_a + 0.4 * a).astype("uint8"), (0.6 * key + 0.4 * b).astype("uint8")
-
 
 @guarded
 def match_images(backend_name, a_src, b_src, progress=gr.Progress()):
@@ -72,7 +64,7 @@ def match_images(backend_name, a_src, b_src, progress=gr.Progress()):
     a, b = load_working_image(a_src, "A"), load_working_image(b_src, "B")
     result = backend.match(a, b, progress=progress_callback(progress))
     view_a, view_b = colour_views(a, b, result.flow, result.confidence)
-    conf = views.heat_image(result.confidence, a)
+    conf = visualise.overlay(a, visualise.colorize(result.confidence, 0.0, 1.0), 0.6)
     note = (f"Matched {a.shape[1]}×{a.shape[0]} → {b.shape[1]}×{b.shape[0]} with {backend.title}; "
             f"mean confidence {float(result.confidence.mean()):.2f}. Click a point on image A.")
     align = result.extras.get("alignment")
@@ -85,24 +77,22 @@ def match_images(backend_name, a_src, b_src, progress=gr.Progress()):
     state = {"a": a, "b": b, "flow": result.flow, "confidence": result.confidence, "backend": backend_name}
     return view_a, view_b, conf, a, b, None, note, state
 
-
 @guarded
 def click_point(state, evt: gr.SelectData):
     if not state:
         raise InputError("Press Match first, then click a point on image A.")
     x, y = evt.index[0], evt.index[1]
-    mx, my, conf = views.match_point(state["flow"], state["confidence"], x, y)
+    mx, my, conf = visualise.match_point(state["flow"], state["confidence"], x, y)
     backend = get_backend(state["backend"])
     heat = None
     similarity = getattr(backend, "similarity", None)  # optional: a per-point similarity map over B
     if similarity is not None:
-        heat = views.heat_image(similarity(state["a"], state["b"], x, y), state["b"])
-    marked_b = views.mark(heat if heat is not None else state["b"], mx, my)
+        heat = visualise.overlay(state["b"], visualise.colorize(similarity(state["a"], state["b"], x, y), 0.0, 1.0), 0.6)
+    marked_b = visualise.draw_marker(heat if heat is not None else state["b"], mx, my)
     text = f"A ({x}, {y}) → B ({mx:.1f}, {my:.1f}), confidence {conf:.2f}"
     if conf < 0.2:
         text += " — low confidence: this point is probably occluded or ambiguous."
-    return views.mark(state["a"], x, y), marked_b, text
-
+    return visualise.draw_marker(state["a"], x, y), marked_b, text
 
 def build(ctx: AppContext) -> None:
     gr.Markdown(INTRO)

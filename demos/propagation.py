@@ -9,7 +9,7 @@ import numpy as np
 from demos.common import ENGINE_QUEUE, STREAM_QUEUE, AppContext, cancellable, guarded, progress_callback
 from demos.correspondence import _usable, backend_choices, load_working_image
 from engine import imageio, videoio
-from engine.correspondence import get_backend, views
+from engine.correspondence import get_backend, visualise
 from engine.errors import InputError
 from engine.queue import run_exclusive
 
@@ -39,8 +39,8 @@ def _edit_and_reference(backend, editor, sticker):
         base = reference
     size = (base.shape[1], base.shape[0])
     if sticker is not None:
-        return views.fit_edit(np.asarray(imageio.load_rgba(sticker)), size), reference
-    edit = views.edit_from_layers(editor.get("layers") if editor else None, size)
+        return visualise.fit_edit(np.asarray(imageio.load_rgba(sticker)), size), reference
+    edit = visualise.edit_from_layers(editor.get("layers") if editor else None, size)
     if edit is None:
         raise InputError("Paint something on the canvas (or upload an RGBA sticker) first.")
     return edit, reference
@@ -122,7 +122,7 @@ def webcam_frame(frame, backend_name, editor, sticker, opacity, state, flow_meth
     except InputError:
         return frame, None  # nothing to propagate yet: show the camera as it is
     options = tracking_options(backend_name, flow_method, reanchor_every)
-    key = (backend_name, views.array_key(edit, reference), float(opacity), tuple(sorted(options.items())))
+    key = (backend_name, visualise.array_key(edit, reference), float(opacity), tuple(sorted(options.items())))
     if not state or state.get("key") != key:   # prepared once per edit (and options), reused for every frame
         state = {"key": key, "stream": backend.stream(edit, reference=reference, opacity=float(opacity), **options)}
     frame = imageio.as_numpy_rgb(imageio.resize_max_side(imageio.load_image(frame), VIDEO_MAX_SIDE))

@@ -89,7 +89,7 @@ def register_backend(name: str, title: str, factory: Callable[[], Backend]) -> N
 
 def _ensure_registered() -> None:
     # Imported here, not at module import, so listing stays cheap and import order does not matter.
-    from . import registry_hooks  # noqa: F401
+    from . import registry_hooks  # noqa: F401  (registers the backends on import)
 
 
 def list_backends() -> list[tuple[str, str]]:

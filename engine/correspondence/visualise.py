@@ -6,10 +6,13 @@ how a flow was computed, so the GANgealing backend can use the same helpers.
 """
 from __future__ import annotations
 
+import hashlib
 from typing import Optional
 
 import cv2
 import numpy as np
+
+from ..errors import InputError
 
 
 # ---- colour coding ---------------------------------------------------------------------------------------------
@@ -160,3 +163,60 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
 
 __all__ = ["as_rgba", "blend_rgba", "colorize", "composite", "coordinate_colors", "correspondence_colors",
            "draw_marker", "edit_mask", "flow_to_rgb", "mask_iou", "overlay", "premultiply", "warp_rgba"]
+
+
+# ---- tab helpers: points, editor layers, stickers, cache keys --------------------------------------------
+
+def match_point(flow: np.ndarray, confidence: np.ndarray, x: float, y: float) -> tuple[float, float, float]:
+    """The match in B of pixel (x, y) of A, and its confidence."""
+    h, w = flow.shape[:2]
+    if not (0 <= x < w and 0 <= y < h):
+        raise InputError(f"Point ({x:.0f}, {y:.0f}) is outside image A ({w}x{h}).")
+    xi, yi = int(x), int(y)
+    return float(flow[yi, xi, 0]), float(flow[yi, xi, 1]), float(confidence[yi, xi])
+
+
+def edit_from_layers(layers, size: tuple[int, int]) -> np.ndarray | None:
+    """Flatten image-editor layers (RGBA arrays, painted over the canvas) into one RGBA edit of ``size`` = (W, H);
+    None when nothing is painted."""
+    w, h = size
+    out = np.zeros((h, w, 4), np.float32)
+    for layer in layers or []:
+        if layer is None:
+            continue
+        arr = np.asarray(layer)
+        if arr.ndim != 3 or arr.shape[2] != 4:
+            continue
+        if arr.shape[:2] != (h, w):
+            arr = cv2.resize(arr, (w, h), interpolation=cv2.INTER_NEAREST)
+        src = arr.astype(np.float32) / 255.0
+        a = src[..., 3:4]
+        out[..., :3] = src[..., :3] * a + out[..., :3] * (1 - a)
+        out[..., 3:4] = a + out[..., 3:4] * (1 - a)
+    if out[..., 3].max() <= 0:
+        return None
+    return (out * 255).round().astype(np.uint8)
+
+
+def fit_edit(edit: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """An uploaded RGBA edit (sticker) resized to the canvas ``size`` = (W, H)."""
+    if edit.ndim != 3 or edit.shape[2] != 4:
+        raise InputError("An edit must be an RGBA image (transparent where nothing is drawn).")
+    if edit[..., 3].max() == 0:
+        raise InputError("The edit is fully transparent: nothing would be propagated.")
+    if edit.shape[:2] != (size[1], size[0]):
+        edit = cv2.resize(edit, size, interpolation=cv2.INTER_LINEAR)
+    return edit
+
+
+def array_key(*arrays) -> str:
+    """A short content hash of arrays (for caching per edit / per image)."""
+    digest = hashlib.sha1()
+    for arr in arrays:
+        if arr is None:
+            digest.update(b"none")
+            continue
+        arr = np.ascontiguousarray(arr)
+        digest.update(str(arr.shape).encode())
+        digest.update(arr.tobytes())
+    return digest.hexdigest()[:16]
