@@ -92,7 +92,7 @@ def guarded(fn):
 
 
 _job = threading.local()  # .cancelled: a callable telling whether the cancellable job in this thread was cancelled
-ABANDONED_AFTER_S = 10.0  # a job whose generator Gradio stopped resuming for this long is treated as cancelled
+ABANDONED_AFTER_S = 3.0  # a job whose generator Gradio stopped resuming for this long is treated as cancelled
 
 
 def progress_callback(progress: "gr.Progress | None"):

@@ -275,9 +275,9 @@ def test_cancelling_a_video_job_stops_it_and_frees_the_queue(live, tmp_path):
     from engine import queue, videoio
 
     video = tmp_path / "long.mp4"
-    with videoio.VideoWriter(video, fps=25) as w:
+    with videoio.VideoWriter(video, fps=50) as w:
         y, x = np.mgrid[0:128, 0:128]
-        for i in range(250):  # smooth moving gradients: long but small (the test app limits uploads to 2 MB)
+        for i in range(500):  # smooth moving gradients: long but small (the test app limits uploads to 2 MB)
             w.write(np.stack([(x + i) % 256, (y + 2 * i) % 256, (x + y) % 256], -1).astype(np.uint8))
     queue.stats.reset()
     job = live.client.submit(handle_file(str(video)), MODEL, 128, 10, api_name="/translate_clip")
@@ -299,7 +299,7 @@ def test_cancelling_a_video_job_stops_it_and_frees_the_queue(live, tmp_path):
             break
         previous = queue.stats.jobs
     assert queue.stats.jobs == previous, "the cancelled job is still running engine work"
-    assert previous < 60, "the job ran to the end instead of stopping"
+    assert previous < 100, "the job ran (nearly) to the end instead of stopping"  # 500 frames = 125 batches
     start = time.perf_counter()
     pair, _, _ = live.client.predict(handle_file(str(_picture(tmp_path / "y.png"))), MODEL, 0, api_name="/translate_one")
     assert Image.open(pair[1]).size == (64, 48) and time.perf_counter() - start < 30
