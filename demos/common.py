@@ -163,6 +163,13 @@ def cancellable(n_outputs: int, poll: float = 0.25):
     return decorate
 
 
+def cancel_button(*events, label: str = "Cancel") -> "gr.Button":
+    """A Stop button for long jobs: cancels ``events``; their engine work stops at its next progress report."""
+    button = gr.Button(label, variant="stop", size="sm")
+    button.click(None, None, None, cancels=list(events), queue=False)
+    return button
+
+
 def model_choices(task: str) -> list[tuple[str, str]]:
     """Dropdown choices (label, name) for the models of a task, with their weight state in the label."""
     out = []

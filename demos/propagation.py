@@ -6,7 +6,10 @@ from __future__ import annotations
 import gradio as gr
 import numpy as np
 
-from demos.common import ENGINE_QUEUE, STREAM_QUEUE, AppContext, cancellable, guarded, progress_callback
+from demos.common import (
+    ENGINE_QUEUE, STREAM_QUEUE, AppContext, cancel_button, cancellable, guarded,
+    progress_callback,
+)
 from demos.correspondence import _usable, backend_choices, load_working_image
 from engine import imageio, videoio
 from engine.correspondence import get_backend, visualise
@@ -239,8 +242,9 @@ def build(ctx: AppContext) -> None:
         target_sets = [[t] for t in (more, cats, dogs) if t]
         if target_sets:
             gr.Examples(target_sets, [targets], label="Example targets (faces, cats, dogs)")
-        run.click(propagate_images, [backend, editor, sticker, opacity, targets], [out_gallery, note],
-                  api_name="propagate_images", **ENGINE_QUEUE)
+        images_event = run.click(propagate_images, [backend, editor, sticker, opacity, targets], [out_gallery, note],
+                                 api_name="propagate_images", **ENGINE_QUEUE)
+        cancel_button(images_event)
 
     with gr.Tab("Video"):
         with gr.Row():
@@ -256,8 +260,10 @@ def build(ctx: AppContext) -> None:
         if clips:
             gr.Examples([[c] for c in clips], [video_in], label="Example clips (faces)")
         use_first.click(first_frame, [video_in], [editor])
-        run_video.click(propagate_video, [backend, editor, sticker, opacity, video_in, seconds, flow_method, reanchor],
-                        [video_out, video_note], api_name="propagate_video", **ENGINE_QUEUE)
+        video_event = run_video.click(propagate_video, [backend, editor, sticker, opacity, video_in, seconds, flow_method,
+                                                        reanchor], [video_out, video_note], api_name="propagate_video",
+                                      **ENGINE_QUEUE)
+        cancel_button(video_event)
 
     with gr.Tab("Webcam"):
         gr.Markdown("Start the camera, press **Use this frame as the reference** (classic), paint on it above, and "

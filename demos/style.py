@@ -12,7 +12,10 @@ import numpy as np
 
 import gradio as gr
 
-from demos.common import ENGINE_QUEUE, STREAM_QUEUE, AppContext, cancellable, guarded, progress_callback
+from demos.common import (
+    ENGINE_QUEUE, STREAM_QUEUE, AppContext, cancel_button, cancellable, guarded,
+    progress_callback,
+)
 from engine import registry, weights
 from engine.errors import InputError
 
@@ -326,8 +329,9 @@ def build(ctx: AppContext) -> None:
                 video_info = gr.Markdown()
                 gr.Markdown(SMOOTH_HELP + " With colour preservation the styles are recoloured to the first frame.")
                 video_inputs = [video_in, *style_inputs, alpha, preserve, style_size, video_side, seconds, video_smooth]
-                run_video.click(stylize_video, video_inputs, [video_out, video_info], api_name="stylize_video",
-                                **ENGINE_QUEUE)
+                video_event = run_video.click(stylize_video, video_inputs, [video_out, video_info],
+                                              api_name="stylize_video", **ENGINE_QUEUE)
+                cancel_button(video_event)
                 clip = ctx.data("adain-examples", "input", "videos", "cutBunny.mp4")
                 style_ex = ctx.data("adain-examples", "input", "style", "la_muse.jpg")
                 if clip and style_ex:

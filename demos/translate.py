@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import gradio as gr
 
-from demos.common import ENGINE_QUEUE, AppContext, cancellable, guarded, model_choices, progress_callback, usable_models, weights_notice
+from demos.common import (
+    ENGINE_QUEUE, AppContext, cancel_button, cancellable, guarded, model_choices,
+    progress_callback, usable_models, weights_notice,
+)
 from engine import spectrum
 from engine.errors import InputError
 from engine.pipelines import translate as T
@@ -136,8 +139,9 @@ def build(ctx: AppContext) -> None:
         status_many = gr.Markdown()
         pairs = gr.State([])
         pair_view = gr.ImageSlider(label="Selected: input ↔ output", type="numpy", max_height=360, interactive=False)
-        run_many.click(translate_gallery, [gallery_in, model, max_side], [gallery_out, pairs, pair_view, status_many],
-                       **ENGINE_QUEUE)
+        many_event = run_many.click(translate_gallery, [gallery_in, model, max_side],
+                                    [gallery_out, pairs, pair_view, status_many], **ENGINE_QUEUE)
+        cancel_button(many_event)
         gallery_out.select(show_pair, [pairs], [pair_view])
 
     with gr.Tab("Video"):
@@ -145,8 +149,10 @@ def build(ctx: AppContext) -> None:
             video_in = gr.Video(label="Input video", sources=["upload"])
             video_out = gr.Video(label="Translated (H.264 MP4)", interactive=False)
         seconds = gr.Slider(1, 30, value=5, step=1, label="Translate at most this many seconds")
-        gr.Markdown(f"Frames are shrunk to the max side above ({T.VIDEO_MAX_SIDE} px when it is 0) and cropped to "
-                    "even sizes for H.264.")
+        gr.Markdown(f"Frames are shrunk to the max side above ({T.VIDEO_MAX_SIDE} px when it is 0) and padded to "
+                    "even sizes (one edge pixel) for H.264.")
         run_video = gr.Button("Translate video", variant="primary")
         status_video = gr.Markdown()
-        run_video.click(translate_clip, [video_in, model, max_side, seconds], [video_out, status_video], **ENGINE_QUEUE)
+        video_event = run_video.click(translate_clip, [video_in, model, max_side, seconds], [video_out, status_video],
+                                      **ENGINE_QUEUE)
+        cancel_button(video_event)

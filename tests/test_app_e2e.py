@@ -91,3 +91,13 @@ def test_propagation_tab_endpoint(client, pictures, tmp_path):
                                    api_name="/propagate_images")
     assert len(gallery) == 1 and _size(gallery[0]["image"]) == (90, 70)
     assert note.startswith("Propagated to 1 image")
+
+
+def test_every_long_job_has_a_cancel_button(monkeypatch):
+    monkeypatch.setenv("ENGINE_RANDOM_WEIGHTS", "1")
+    import app
+
+    demo = app.build_app()
+    names = {i: f.name for i, f in demo.fns.items()}
+    cancelled = {names[j] for f in demo.fns.values() for j in (getattr(f, "cancels", None) or [])}
+    assert {"stylize_video", "translate_gallery", "translate_clip", "propagate_images", "propagate_video"} <= cancelled
