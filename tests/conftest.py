@@ -36,6 +36,18 @@ def shared_weights() -> Path:
     return path
 
 
+@pytest.fixture
+def random_weights(monkeypatch):
+    """Every model built with random weights (ENGINE_RANDOM_WEIGHTS=1); the model cache is emptied before and
+    after so random-weight models never leak into other tests."""
+    from engine import registry
+
+    monkeypatch.setenv("ENGINE_RANDOM_WEIGHTS", "1")
+    registry.clear_cache()
+    yield
+    registry.clear_cache()
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: takes more than a few seconds (still run by default)")
     config.addinivalue_line("markers", "gpu: needs CUDA; skipped when no GPU is present")

@@ -142,15 +142,10 @@ def test_bad_input_corpus_gets_clear_errors_or_results(live, corpus, tmp_path):
           f"{sum(o == 'ok' for o in outcomes.values())} results, {sum(o != 'ok' for o in outcomes.values())} clear errors")
 
 
-def test_bad_input_corpus_through_the_python_api(corpus, monkeypatch):
+def test_bad_input_corpus_through_the_python_api(corpus, random_weights):
     """The same corpus through the engine's Python API: a result or an EngineError, nothing else."""
-    from engine import registry
     from engine.errors import EngineError
     from engine.pipelines import translate
-
-    monkeypatch.setenv("ENGINE_RANDOM_WEIGHTS", "1")
-    registry.clear_cache()
-    monkeypatch.setattr(registry, "_cache", {})  # random-weight models must not leak into later tests
 
     style_ok = 0
     for name, (path, kind) in corpus.items():

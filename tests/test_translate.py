@@ -8,20 +8,11 @@ import pytest
 import torch
 from PIL import Image
 
-from engine import registry
 from engine.errors import InputError
 from engine.models.mobile_resnet import MobileResnetGenerator
 from engine.models.resnet_generator import CUTGenerator, CycleGANGenerator
 from engine.pipelines import translate as T
 from engine.translate_cli import main as cli_main
-
-
-@pytest.fixture
-def random_weights(monkeypatch):
-    monkeypatch.setenv("ENGINE_RANDOM_WEIGHTS", "1")
-    registry.clear_cache()
-    yield
-    registry.clear_cache()
 
 
 def _rgb(h, w, seed=0):

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine import registry
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -18,14 +17,6 @@ def test_tab_module_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
-
-
-@pytest.fixture
-def random_weights(monkeypatch):
-    monkeypatch.setenv("ENGINE_RANDOM_WEIGHTS", "1")
-    registry.clear_cache()
-    yield
-    registry.clear_cache()
 
 
 def test_tab_builds_with_the_engine_queue(random_weights):
