@@ -172,3 +172,42 @@ def test_small_widths_and_block_counts_for_trainers():
     g = CUTGenerator(ngf=16, n_blocks=2)
     assert len(g.model) == 32 - 7
     assert g(torch.randn(1, 3, 12, 20)).shape == (1, 3, 12, 20)
+
+
+def _official_sub_mobile(config: list[int], n_blocks: int = 9) -> torch.nn.Sequential:
+    """The generator as the official SubMobileResnetGenerator builds it (8-width config), written from its
+    construction rule: down-sampling i maps c[i]*2**i -> c[i+1]*2**i*2 channels, block i has hidden width
+    4*c[3 + i//3], up-sampling i maps (c[2] or c[6]) * 2**(2-i) -> c[6+i]*2**(2-i)/2."""
+    from engine.models.mobile_resnet import MobileResnetBlock
+
+    nn = torch.nn
+    norm = lambda ch: nn.InstanceNorm2d(ch)  # noqa: E731 (affine=False, no running stats, as the official model)
+    layers = [nn.ReflectionPad2d(3), nn.Conv2d(3, config[0], 7), norm(config[0]), nn.ReLU(True)]
+    for i in range(2):
+        layers += [nn.Conv2d(config[i] * 2 ** i, config[i + 1] * 2 ** i * 2, 3, stride=2, padding=1),
+                   norm(config[i + 1] * 2 ** i * 2), nn.ReLU(True)]
+    ic = config[2]
+    layers += [MobileResnetBlock(ic * 4, config[3 + i // 3] * 4) for i in range(n_blocks)]
+    for i in range(2):
+        oc, mult = config[6 + i], 2 ** (2 - i)
+        layers += [nn.ConvTranspose2d(ic * mult, oc * mult // 2, 3, stride=2, padding=1, output_padding=1),
+                   norm(oc * mult // 2), nn.ReLU(True)]
+        ic = oc
+    layers += [nn.ReflectionPad2d(3), nn.Conv2d(ic, 3, 7), nn.Tanh()]
+    return nn.Sequential(*layers)
+
+
+@pytest.mark.parametrize("config", ["4_8_12_4_8_12_6_2", "12_4_8_8_4_12_2_6"])
+def test_mobile_widths_follow_the_official_rule_when_the_first_two_differ(tmp_path, config):
+    widths = parse_config(config)
+    torch.manual_seed(0)
+    official = _official_sub_mobile(widths).eval()
+    state = {f"model.{k}": torch.randn_like(v) * 0.2 for k, v in official.state_dict().items()}
+    assert state["model.4.weight"].shape == (2 * widths[1], widths[0], 3, 3)
+    assert state["model.7.weight"].shape == (4 * widths[2], 2 * widths[1], 3, 3)
+    torch.save(state, tmp_path / "g.pth")
+    ours = build_gancompression({"generator": tmp_path / "g.pth"}, config=config)   # strict load
+    official.load_state_dict({k[len("model."):]: v for k, v in state.items()})
+    x = torch.rand(1, 3, 32, 40) * 2 - 1
+    with torch.inference_mode():
+        assert torch.equal(ours(x), official(x))

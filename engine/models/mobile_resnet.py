@@ -4,13 +4,14 @@ Paper: M. Li, J. Lin, Y. Ding, Z. Liu, J.-Y. Zhu, S. Han. "GAN Compression: Effi
 Conditional GANs." CVPR 2020.
 
 The CycleGAN ResNet-9 generator with every residual conv replaced by a depthwise-separable conv and every width
-chosen by the once-for-all search. A channel configuration string lists eight widths, e.g. the released
-horse→zebra model's ``16_16_32_16_32_32_16_16`` (356,867 parameters):
+chosen by the once-for-all search. The widths follow the official ``SubMobileResnetGenerator``
+(models/modules/resnet_architecture/sub_mobile_resnet_generator.py). A channel configuration string lists eight
+widths, e.g. the released horse→zebra model's ``16_16_32_16_32_32_16_16`` (356,867 parameters):
 
     c[0]          first 7×7 conv                    (16)
-    2·c[0]        first stride-2 conv               (32)
+    2·c[1]        first stride-2 conv               (32)
     4·c[2]        second stride-2 conv = the trunk  (128)
-    4·c[3+i//3]   hidden width of residual blocks 3i..3i+2   (64, 128, 128)
+    4·c[3+i//3]   hidden width of residual block i (blocks 0-2, 3-5, 6-8: 64, 128, 128)
     2·c[6]        first transposed conv             (32)
     c[7]          second transposed conv            (16)
 
@@ -85,14 +86,16 @@ class MobileResnetGenerator(nn.Module):
         c = parse_config(config)
         self.config = "_".join(map(str, c))
         self.n_blocks = n_blocks
-        down1, trunk = 2 * c[0], 4 * c[2]
+        if n_blocks < 0 or 3 + (n_blocks - 1) // 3 > 5:
+            raise ValueError(f"n_blocks must be between 0 and 9 for an eight-width config; got {n_blocks}")
+        down1, trunk = 2 * c[1], 4 * c[2]  # official: Conv2d(c[i] * 2**i, c[i+1] * 2**i * 2) for i = 0, 1
         up1, up2 = 2 * c[6], c[7]
         layers: list[nn.Module] = [
             nn.ReflectionPad2d(3), nn.Conv2d(input_nc, c[0], 7, bias=True), _norm(c[0]), nn.ReLU(True),
             nn.Conv2d(c[0], down1, 3, stride=2, padding=1, bias=True), _norm(down1), nn.ReLU(True),
             nn.Conv2d(down1, trunk, 3, stride=2, padding=1, bias=True), _norm(trunk), nn.ReLU(True),
         ]
-        layers += [MobileResnetBlock(trunk, 4 * c[3 + min(i // 3, 2)]) for i in range(n_blocks)]
+        layers += [MobileResnetBlock(trunk, 4 * c[3 + i // 3]) for i in range(n_blocks)]
         layers += [
             nn.ConvTranspose2d(trunk, up1, 3, stride=2, padding=1, output_padding=1, bias=True), _norm(up1),
             nn.ReLU(True),
