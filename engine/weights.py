@@ -4,8 +4,9 @@ Resolution order for a file key of ``weights/manifest.toml``:
 1. each configured folder (``WEIGHTS_DIR`` / ``--weights-dir``), at the entry's ``path`` or any of its ``aliases``;
 2. the repository's ``weights/`` folder;
 3. the download cache (``ENGINE_CACHE_DIR``);
-4. a download from the entry's ``urls`` when allowed (not ``ENGINE_OFFLINE``): to a temporary file, sha256
-   checked, then atomically renamed into the cache.
+4. a download from the entry's ``urls`` (mirrors, tried in order) when allowed (not ``ENGINE_OFFLINE``): to a
+   temporary file, sha256 checked, then atomically renamed into the cache. Entries in a tar archive share one
+   download of it (see :func:`download_file`).
 
 A file whose sha256 differs from the manifest is refused (``WeightsCorruptError``); a missing file raises
 ``WeightsMissingError`` naming the file, the folders searched and how to get it. Loading is always
@@ -13,6 +14,7 @@ A file whose sha256 differs from the manifest is refused (``WeightsCorruptError`
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import os
@@ -41,7 +43,6 @@ class WeightFile:
     size: int = 0
     license: str = ""
     source: str = ""
-    converter: str = ""            # "module:function" turning the raw checkpoint into the module's state dict
     archive_member: str = ""       # when the URL is a tar archive: the member to extract
     aliases: tuple[str, ...] = ()  # other relative paths accepted (e.g. the official repos' folder names)
     notes: str = ""
@@ -68,8 +69,12 @@ def _read_manifest(path: str, mtime: float) -> dict[str, WeightFile]:
     with open(path, "rb") as fh:
         raw = tomllib.load(fh)
     files = {}
+    known = {f.name for f in dataclasses.fields(WeightFile)} - {"key"}
     for key, entry in raw.get("files", {}).items():
         entry = dict(entry)
+        unknown = sorted(set(entry) - known)
+        if unknown:
+            raise ValueError(f"{Path(path).name}: [files.{key}] has unknown field(s) {unknown}; known: {sorted(known)}")
         for name in ("urls", "aliases"):
             entry[name] = tuple(entry.get(name, ()))
         files[key] = WeightFile(key=key, **entry)
@@ -179,37 +184,114 @@ def resolve(key: str, *, extra: list[Path] | None = None, download: bool | None 
 
 
 _download_lock = threading.Lock()
+ARCHIVE_DIR = ".archives"   # inside the cache: archives being downloaded (removed once their members are out)
 
 
 def download_file(wf: WeightFile, *, progress: Progress = None, timeout: float = 60.0) -> Path:
-    """Download ``wf`` into the cache: temp file in the same folder, sha256 check, atomic rename."""
+    """Download ``wf`` into the cache: temp file in the same folder, sha256 check, atomic rename.
+
+    The ``urls`` are mirrors tried in order: a mirror that fails (network, HTTP error) or serves a file whose
+    sha256 differs from the manifest is skipped and the next one tried. For an archive entry (``archive_member``)
+    the archive is downloaded once and every manifest entry stored in the same archive is extracted from it in
+    the same pass (CUT and FastCUT share one 261 MB tar), then the archive is deleted.
+    """
     target = config.cache_dir() / wf.path
     with _download_lock:
         if target.is_file():
             _verify(wf, target)
             return target
-        target.parent.mkdir(parents=True, exist_ok=True)
-        errors = []
+        errors: list[str] = []
+        corrupt = False
         for url in wf.urls:
-            fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".part-", suffix=Path(wf.path).suffix)
-            tmp = Path(tmp_name)
             try:
-                with os.fdopen(fd, "wb") as out:
-                    _fetch(url, out, wf.size, progress, timeout)
                 if wf.archive_member:
-                    tmp = _extract_member(tmp, wf.archive_member)
-                _verify(wf, tmp)
-                if not wf.sha256:
-                    (target.parent / (target.name + ".sha256")).write_text(sha256_file(tmp) + "\n")
-                os.replace(tmp, target)
+                    _download_archive(wf, url, progress, timeout)
+                else:
+                    _download_one(wf, url, target, progress, timeout)
                 return target
-            except WeightsCorruptError:
-                tmp.unlink(missing_ok=True)
-                raise
+            except WeightsCorruptError as exc:  # a dishonest or damaged mirror: try the next one
+                corrupt = True
+                errors.append(f"{url}: {exc}")
             except Exception as exc:  # network errors: try the next mirror
                 errors.append(f"{url}: {exc}")
-                tmp.unlink(missing_ok=True)
-        raise WeightsMissingError(f"Could not download {wf.key!r}:\n  " + "\n  ".join(errors) + "\n" + how_to_get(wf))
+        error = WeightsCorruptError if corrupt else WeightsMissingError
+        raise error(f"Could not download {wf.key!r}:\n  " + "\n  ".join(errors) + "\n" + how_to_get(wf))
+
+
+def _temp_in(folder: Path, suffix: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=folder, prefix=".part-", suffix=suffix)
+    os.close(fd)
+    return Path(name)
+
+
+def _check_download(wf: WeightFile, tmp: Path, origin: str) -> None:
+    if wf.sha256:
+        actual = sha256_file(tmp)
+        if actual != wf.sha256.lower():
+            raise WeightsCorruptError(f"{origin} has sha256 {actual[:16]}... instead of the official "
+                                      f"{wf.sha256[:16]}... (refused)")
+
+
+def _install(wf: WeightFile, tmp: Path, target: Path) -> None:
+    """Atomically move a verified temp file to ``target`` (and record the digest of an unpinned file)."""
+    if not wf.sha256:
+        (target.parent / (target.name + ".sha256")).write_text(sha256_file(tmp) + "\n")
+    os.replace(tmp, target)
+
+
+def _download_one(wf: WeightFile, url: str, target: Path, progress: Progress, timeout: float) -> None:
+    tmp = _temp_in(target.parent, Path(wf.path).suffix)
+    try:
+        with open(tmp, "wb") as out:
+            _fetch(url, out, wf.size, progress, timeout)
+        _check_download(wf, tmp, "the downloaded file")
+        _install(wf, tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def archive_siblings(wf: WeightFile) -> list[WeightFile]:
+    """Every manifest entry stored in the same archive as ``wf`` (same ``urls``), ``wf`` first."""
+    others = [other for other in manifest().values()
+              if other.archive_member and other.urls == wf.urls and other.key != wf.key]
+    return [wf, *others]
+
+
+def _download_archive(wf: WeightFile, url: str, progress: Progress, timeout: float) -> None:
+    """Fetch the archive at ``url`` once, extract ``wf`` and every sibling entry not yet cached, drop the archive."""
+    cache = config.cache_dir()
+    archive = _temp_in(cache / ARCHIVE_DIR, ".tar")
+    try:
+        with open(archive, "wb") as out:
+            _fetch(url, out, 0, progress, timeout)
+        try:
+            tar = tarfile.open(archive)
+        except tarfile.TarError as exc:
+            raise WeightsCorruptError(f"the download is not a readable tar archive ({exc})") from exc
+        with tar:
+            index = _member_index(tar)
+            for entry_ in archive_siblings(wf):
+                target = cache / entry_.path
+                if entry_ is not wf and target.is_file():
+                    continue
+                try:
+                    info = find_member(index, entry_.archive_member)
+                    tmp = _temp_in(target.parent, Path(entry_.path).suffix)
+                    try:
+                        with tar.extractfile(info) as src, open(tmp, "wb") as dst:
+                            while block := src.read(1 << 20):
+                                dst.write(block)
+                        _check_download(entry_, tmp, f"{entry_.archive_member} in the archive")
+                        _install(entry_, tmp, target)
+                    finally:
+                        tmp.unlink(missing_ok=True)
+                except WeightsCorruptError:
+                    if entry_ is wf:
+                        raise
+                    # a sibling that is missing or damaged is left for its own request to report
+    finally:
+        archive.unlink(missing_ok=True)
 
 
 def _fetch(url: str, out, expected: int, progress: Progress, timeout: float) -> None:
@@ -224,17 +306,34 @@ def _fetch(url: str, out, expected: int, progress: Progress, timeout: float) -> 
                 progress(min(done / total, 1.0), f"downloading {Path(url).name}: {done / 1e6:.1f}/{total / 1e6:.1f} MB")
 
 
-def _extract_member(archive: Path, member: str) -> Path:
-    out = archive.with_suffix(".member")
-    with tarfile.open(archive) as tar:
-        info = tar.getmember(member)
-        if not info.isfile():
-            raise WeightsCorruptError(f"{member} in the downloaded archive is not a regular file")
-        with tar.extractfile(info) as src, open(out, "wb") as dst:
-            while block := src.read(1 << 20):
-                dst.write(block)
-    archive.unlink(missing_ok=True)
-    return out
+def _normalise_member(name: str) -> str:
+    parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
+    return "/".join(parts)
+
+
+def _member_index(tar: tarfile.TarFile) -> dict[str, tarfile.TarInfo]:
+    return {_normalise_member(info.name): info for info in tar.getmembers()}
+
+
+def find_member(index: dict[str, tarfile.TarInfo], member: str) -> tarfile.TarInfo:
+    """The archive member for the manifest's ``archive_member``: the same path after normalisation (``./``,
+    doubled or leading slashes ignored), else the one member whose path ends with it (an archive packed from a
+    parent folder). Only regular files are accepted (no links, devices or folders)."""
+    want = _normalise_member(member)
+    info = index.get(want)
+    if info is None:
+        matches = [i for name, i in index.items() if name.endswith("/" + want)]
+        if len(matches) > 1:
+            raise WeightsCorruptError(f"the archive holds several candidates for {member}: "
+                                      + ", ".join(sorted(m.name for m in matches)[:5]))
+        info = matches[0] if matches else None
+    if info is None:
+        stem = want.rsplit("/", 1)[-1]
+        near = sorted(name for name in index if name.endswith(stem))[:5]
+        raise WeightsCorruptError(f"{member} is not in the archive" + (f" (it has {', '.join(near)})" if near else ""))
+    if not info.isfile():
+        raise WeightsCorruptError(f"{member} in the archive is not a regular file")
+    return info
 
 
 def load_state_dict(path: Path | str) -> dict:

@@ -239,9 +239,3 @@ def build_cut(files: Mapping[str, Path] | None = None) -> nn.Module:
 
 
 build_fastcut = build_cut
-
-
-def convert_cyclegan(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Manifest converter for old CycleGAN files: strip ``module.`` and drop instance-norm running statistics
-    (``running_mean`` / ``running_var`` / ``num_batches_tracked``), which the norm layers here do not have."""
-    return clean_state_dict(state, CycleGANGenerator())
