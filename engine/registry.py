@@ -58,6 +58,17 @@ _SPECS = [
               "engine.models.mobile_resnet:build_gancompression",
               files={"generator": "gancompression-horse2zebra"}, defaults={"multiple": 4, "direction": "horse2zebra"},
               paper="Li et al., GAN Compression: Efficient Architectures for Interactive Conditional GANs, CVPR 2020"),
+    # U-GAT-IT: one official-layout checkpoint holds both generators (genA2B = horse → zebra, genB2A = zebra → horse);
+    # light or full mode and the widths are read from the file. Random weights build the light model.
+    ModelSpec("ugatit-horse2zebra", "translate", "U-GAT-IT horse → zebra",
+              "engine.models.ugatit:build_ugatit", files={"checkpoint": "ugatit-horse2zebra"},
+              build_args={"direction": "A2B"}, defaults={"multiple": 4, "direction": "horse2zebra"},
+              paper="Kim et al., U-GAT-IT: Unsupervised Generative Attentional Networks with Adaptive Layer-Instance "
+                    "Normalization for Image-to-Image Translation, ICLR 2020"),
+    ModelSpec("ugatit-zebra2horse", "translate", "U-GAT-IT zebra → horse",
+              "engine.models.ugatit:build_ugatit", files={"checkpoint": "ugatit-horse2zebra"},
+              build_args={"direction": "B2A"}, defaults={"multiple": 4, "direction": "zebra2horse"},
+              paper="Kim et al., ICLR 2020"),
     _gangealing("bicycle", "reflection", 3),
     _gangealing("car", "reflection", 3, heads=4),
     _gangealing("cat", "border", 3),

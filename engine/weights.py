@@ -46,6 +46,7 @@ class WeightFile:
     archive_member: str = ""       # when the URL is a tar archive: the member to extract
     aliases: tuple[str, ...] = ()  # other relative paths accepted (e.g. the official repos' folder names)
     notes: str = ""
+    how: str = ""                  # how to obtain the file when there is no URL (shown in missing-weights messages)
 
     def candidates(self) -> tuple[str, ...]:
         return (self.path, *self.aliases)
@@ -119,6 +120,9 @@ def _cached_sha256(path: Path) -> str:
 
 
 def how_to_get(wf: WeightFile) -> str:
+    if wf.how and not wf.urls:
+        return (f"{wf.how.rstrip('.')}; place it at <folder>/{wf.path}, then start with --weights-dir <folder> "
+                f"(or set WEIGHTS_DIR).")
     if wf.archive_member and wf.urls:
         fetch = f"Download {wf.urls[0]}, extract {wf.archive_member} from it"
     else:

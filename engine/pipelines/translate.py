@@ -1,11 +1,13 @@
-"""Unpaired image-to-image translation (horse ↔ zebra): CycleGAN, CUT / FastCUT, GAN Compression.
+"""Unpaired image-to-image translation (horse ↔ zebra): CycleGAN, CUT / FastCUT, GAN Compression, U-GAT-IT.
 
 validate -> preprocess -> run on the engine device (inside engine.queue's lock) -> postprocess.
 
 Sizes: any size and aspect ratio. The image is (optionally) shrunk so its longer side is at most ``max_side``,
 reflect-padded on the bottom/right to the generator's multiple (4), translated, and cropped back, so the output has
 exactly the (resized) input's size and no pixel is resampled by the generator step. Images with a side under
-``MIN_SIDE`` pixels (e.g. 1×N) are rejected with an InputError.
+``MIN_SIDE`` pixels (e.g. 1×N) are rejected with an InputError. A model with a ``fixed_size`` (full U-GAT-IT:
+its training size) refuses every other size with an InputError; :func:`translate_detailed` also returns the
+model's extra maps (U-GAT-IT's CAM attention) when it has any.
 
 Inputs are RGB in [0, 1] mapped to [-1, 1] for the generators; outputs are (H, W, 3) uint8 numpy arrays.
 Long jobs (galleries, folders, video) take a ``progress(fraction, description)`` callback.
@@ -125,11 +127,18 @@ def inference_plan(device, exact: bool = False) -> tuple[bool, "torch.dtype | No
     return plan["channels_last"], dtype
 
 
-def run_generator(model, x01, device=None, exact: bool = False):
+def run_generator(model, x01, device=None, exact: bool = False, with_maps: bool = False):
     """Translate a float tensor (N, 3, H, W) in [0, 1] -> (N, 3, H, W) in [0, 1] on CPU, any H, W >= MIN_SIDE.
 
     Pads (reflect) to the model's ``size_multiple``, maps to [-1, 1], runs with the device's fast path (see
     FAST_PATH; ``exact`` forces plain fp32), crops back. Call inside the engine lock (the functions below do).
+
+    Optional model features (any family may offer them; nothing here is model-specific):
+    - ``model.fixed_size`` = (H, W): the only input size it accepts (e.g. full U-GAT-IT); other sizes are refused
+      with an InputError before anything runs;
+    - ``model.forward_with_maps(x) -> (image, {name: (N, 1, h, w) map})``: with ``with_maps=True`` the maps are
+      upsampled (bilinear) to the padded size, cropped like the image, min-max normalised per image and returned
+      as ``(y, {name: (N, H, W) float32 in [0, 1]})``; models without it return ``(y, {})``.
     """
     import torch
 
@@ -140,6 +149,11 @@ def run_generator(model, x01, device=None, exact: bool = False):
     h, w = x01.shape[-2:]
     if min(h, w) < MIN_SIDE:
         raise InputError(f"Image is {w}x{h}; both sides must be at least {MIN_SIDE} pixels for the generator.")
+    fixed = getattr(model, "fixed_size", None)
+    if fixed is not None and (h, w) != tuple(fixed):
+        raise InputError(f"This model only translates {fixed[1]}x{fixed[0]} images (its training size; its layers "
+                         f"take the whole feature map), and this one is {w}x{h}. Crop the image to a square and set "
+                         f"the max side to {max(fixed)}, or use a model that takes any size.")
     if device is None:
         device = next(model.parameters()).device
     device = torch.device(device)
@@ -154,9 +168,15 @@ def run_generator(model, x01, device=None, exact: bool = False):
     try:
         with torch.inference_mode(), amp:
             x = x.to(device, non_blocking=True).mul(2.0).sub(1.0).contiguous(memory_format=fmt)
-            y = model(x)
+            if with_maps and hasattr(model, "forward_with_maps"):
+                y, maps = model.forward_with_maps(x)
+            else:
+                y, maps = model(x), {}
         y = imageio.crop_to(y, size).float().add(1.0).mul(0.5).clamp(0.0, 1.0)
-        return y.to("cpu").contiguous()
+        y = y.to("cpu").contiguous()
+        if not with_maps:
+            return y
+        return y, {name: _normalised_map(m, x.shape[-2:], size) for name, m in maps.items()}
     except Exception as exc:
         if is_oom(exc):
             if device.type == "cuda":
@@ -164,6 +184,27 @@ def run_generator(model, x01, device=None, exact: bool = False):
             raise ModelError(f"Out of memory translating a {w}x{h} image on {device}. "
                              f"Lower the max-side setting.") from exc
         raise
+
+
+def _normalised_map(m, padded: tuple[int, int], size: tuple[int, int]):
+    """(N, 1, h, w) map -> (N, H, W) float32 in [0, 1] on CPU: bilinear to the padded size, cropped, min-max per image."""
+    import torch.nn.functional as F
+
+    m = F.interpolate(m.float(), size=tuple(padded), mode="bilinear", align_corners=False)
+    m = imageio.crop_to(m, size)[:, 0].to("cpu")
+    lo = m.flatten(1).min(1).values[:, None, None]
+    hi = m.flatten(1).max(1).values[:, None, None]
+    return ((m - lo) / (hi - lo).clamp_min(1e-12)).contiguous()
+
+
+def heatmap_overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """A [0, 1] map (H, W) as a JET heat map (blue = low, red = high; the colour map U-GAT-IT's own sample grids
+    use) blended over an (H, W, 3) uint8 image -> (H, W, 3) uint8."""
+    import cv2
+
+    heat8 = np.clip(np.asarray(heat, dtype=np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    color = cv2.cvtColor(cv2.applyColorMap(heat8, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    return cv2.addWeighted(np.ascontiguousarray(image, dtype=np.uint8), 1 - alpha, color, alpha, 0)
 
 
 # ---- images ---------------------------------------------------------------------------------------------------
@@ -207,6 +248,35 @@ def translate(image, model: str = DEFAULT_MODEL, *, max_side: int | None = DEFAU
 
     out = run_exclusive(job)
     return (np.asarray(img, dtype=np.uint8), out) if return_input else out
+
+
+@dataclass
+class Translation:
+    """One translated image with whatever extra outputs the model offers (see ``run_generator``)."""
+    input: np.ndarray                                           # (H, W, 3) uint8, the (resized) input used
+    output: np.ndarray                                          # (H, W, 3) uint8, same size
+    maps: dict[str, np.ndarray] = field(default_factory=dict)   # name -> (H, W) float32 in [0, 1]
+
+    def overlays(self, alpha: float = 0.5) -> dict[str, np.ndarray]:
+        """Each map as a heat map over the input: name -> (H, W, 3) uint8."""
+        return {name: heatmap_overlay(self.input, m, alpha) for name, m in self.maps.items()}
+
+
+def translate_detailed(image, model: str = DEFAULT_MODEL, *, max_side: int | None = DEFAULT_MAX_SIDE, device=None,
+                       exact: bool = False) -> Translation:
+    """Like :func:`translate`, plus the model's extra outputs (e.g. U-GAT-IT's CAM attention map) when it has any."""
+    from ..queue import run_exclusive
+
+    _check_model_name(model)
+    img = prepare_image(image, max_side)
+
+    def job():
+        net = registry.load_model(model, device)
+        return run_generator(net, imageio.pil_to_tensor(img), exact=exact, with_maps=True)
+
+    y, maps = run_exclusive(job)
+    return Translation(np.asarray(img, dtype=np.uint8), imageio.tensor_to_numpy(y),
+                       {name: m[0].numpy() for name, m in maps.items()})
 
 
 @dataclass
