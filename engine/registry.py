@@ -45,7 +45,8 @@ _SPECS = [
     ModelSpec("magenta", "style", "Magenta arbitrary stylisation (Ghiasi et al. 2017)",
               "engine.models.magenta:build_magenta",
               files={"predict": "magenta-predict", "transform": "magenta-transform"},
-              defaults={"max_side": 512, "alpha": 1.0, "style_size": 256},
+              defaults={"max_side": 512, "alpha": 1.0, "style_size": 256,
+                        "pipeline": "engine.pipelines.style_magenta:MagentaStyleTransfer"},
               paper="Ghiasi et al., Exploring the structure of a real-time, arbitrary neural artistic stylization "
                     "network, BMVC 2017"),
     ModelSpec("cyclegan-horse2zebra", "translate", "CycleGAN horse → zebra", "engine.models.resnet_generator:build_cyclegan",

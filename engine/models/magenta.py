@@ -13,7 +13,9 @@ Tensors
 - ``StyleTransform`` inputs: content (N, 3, H, W) in [0, 1] with H, W multiples of 4 (the pipeline reflect-pads
   and crops back) and a style, either a vector (N, 100, 1, 1) or a *map* (N, 100, H, W) -- a style vector per
   content pixel (spatial control: every conditional-norm parameter is an affine function of the vector, so a
-  per-pixel mix of vectors is a per-pixel mix of normalisation parameters). Output: (N, 3, H, W) in (0, 1) (sigmoid).
+  per-pixel mix of vectors is a per-pixel mix of normalisation parameters) -- or, cheaper, a pair (vectors
+  (K, 100, 1, 1), masks (1, K, H, W)) whose parameters are mixed per pixel by the masks (area-resized to each
+  layer). Output: (N, 3, H, W) in (0, 1) (sigmoid).
 
 Networks (from the ONNX graphs)
 - predict: MobileNetV2 (width 1.0, ReLU6, batch norm folded into the conv biases, TF "SAME" padding: stride-2
@@ -144,10 +146,19 @@ class StyleNorm(nn.Module):
         var, mean = torch.var_mean(xf, dim=(2, 3), keepdim=True, unbiased=False)
         if stats is not None:
             mean, var = stats.take(mean, var)
-        if style.shape[-2:] != (1, 1) and style.shape[-2:] != x.shape[-2:]:
-            style = F.interpolate(style, size=x.shape[-2:], mode="area")
-        gamma, beta = self.gamma(style).float(), self.beta(style).float()
-        return ((xf - mean) * torch.rsqrt(var + EPS) * gamma + beta).to(x.dtype)
+        if isinstance(style, tuple):        # (vectors (K, 100, 1, 1), masks (1, K, H, W)): per-pixel parameters
+            vectors, masks = style
+            if masks.shape[-2:] != x.shape[-2:]:
+                masks = F.interpolate(masks, size=x.shape[-2:], mode="area")
+            masks = masks.float()
+            gamma = torch.einsum("nkhw,kc->nchw", masks, self.gamma(vectors).float()[:, :, 0, 0])
+            beta = torch.einsum("nkhw,kc->nchw", masks, self.beta(vectors).float()[:, :, 0, 0])
+        else:
+            if style.shape[-2:] != (1, 1) and style.shape[-2:] != x.shape[-2:]:
+                style = F.interpolate(style, size=x.shape[-2:], mode="area")
+            gamma, beta = self.gamma(style).float(), self.beta(style).float()
+        scale = gamma * torch.rsqrt(var + EPS)          # one fused multiply-add over the map instead of four ops
+        return torch.addcmul(beta - mean * scale, xf, scale).to(x.dtype)
 
 
 def conv_tiled(conv: nn.Conv2d, x: torch.Tensor, tile: int | None) -> torch.Tensor:
@@ -209,7 +220,7 @@ class StyleTransform(nn.Module):
         h, w = content.shape[-2:]
         if h % MULTIPLE or w % MULTIPLE or min(h, w) < 2 * MULTIPLE:
             raise ValueError(f"content sides must be multiples of {MULTIPLE} and >= {2 * MULTIPLE}; got {h}x{w}")
-        style = style.to(content.dtype)
+        style = (style[0].to(content.dtype), style[1]) if isinstance(style, tuple) else style.to(content.dtype)
         x = content
         for conv in self.contract:
             x = F.relu(conv_tiled(conv, x, tile))

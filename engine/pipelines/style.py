@@ -667,6 +667,28 @@ def default_pipeline() -> StyleTransfer:
         return _default
 
 
-def stylize(content, styles, **kwargs) -> Image.Image:
-    """One-call API: ``stylize(content, styles, alpha=..., weights=..., preserve_color=..., mask=..., max_side=...)``."""
-    return default_pipeline()(content, styles, **kwargs)
+_pipelines: dict[str, Any] = {}
+
+
+def pipeline_for(name: str | None = None):
+    """The process-wide pipeline of style model ``name`` (None = "adain"). A registry entry names its pipeline
+    class in ``defaults["pipeline"]`` ("module:Class", constructed with ``model_name=name``); default: AdaIN's."""
+    if not name or name == MODEL_NAME:
+        return default_pipeline()
+    import importlib
+
+    spec = registry.spec(name)
+    if spec.task != "style":
+        raise InputError(f"{name!r} is not a style-transfer model.")
+    with _default_lock:
+        if name not in _pipelines:
+            module, cls = spec.defaults.get("pipeline", "engine.pipelines.style:StyleTransfer").split(":")
+            factory = getattr(importlib.import_module(module), cls)
+            _pipelines[name] = factory(model_name=name) if cls != "StyleTransfer" else factory()
+        return _pipelines[name]
+
+
+def stylize(content, styles, model: str | None = None, **kwargs) -> Image.Image:
+    """One-call API: ``stylize(content, styles, alpha=..., weights=..., preserve_color=..., mask=..., max_side=...,
+    model="adain" | "magenta")``."""
+    return pipeline_for(model)(content, styles, **kwargs)
