@@ -2,11 +2,16 @@
 
     python -m engine.translate_cli --model gancompression-horse2zebra --input DIR --output DIR
                                    [--max-side N] [--device cpu|cuda|...] [--weights-dir DIR] [--format png|jpg]
+    python -m engine.translate_cli --ray [ADDRESS] [--ray-actors N] ...   (the same job on Ray Data)
     python -m engine.translate_cli --list
 
 Every image file in --input (by suffix) is translated to --output/<stem>.<format>. Unreadable or too-small files
 are skipped with a message; the exit code is 0 when everything was translated, 1 when some files were skipped,
 2 when nothing could run (unknown model, missing weights, bad folder).
+
+``--ray`` runs the folder as a Ray Data ``map_batches`` job over a pool of actors (engine.ray_batch): same output
+names, same report, same exit codes. Without an address it starts a local Ray instance; ``--ray auto`` or
+``--ray HOST:6379`` joins a cluster (see docs/SCALE_OUT.md).
 """
 from __future__ import annotations
 
@@ -31,6 +36,30 @@ def _progress_printer(stream=sys.stderr):
     return report
 
 
+def _run_on_ray(args, model: str, on_skip):
+    import ray
+
+    from .ray_batch import translate_folder_ray
+
+    if args.device:   # forwarded to the actors with the other engine settings
+        os.environ["ENGINE_DEVICE"] = args.device
+    started = False
+    if not ray.is_initialized():
+        if args.ray == "local":
+            ray.init(include_dashboard=False, log_to_driver=False)
+        else:
+            ray.init(address=args.ray, log_to_driver=False)
+        started = True
+    try:
+        return translate_folder_ray(args.input, args.output, model, max_side=args.max_side or None,
+                                    suffix="." + args.format, overwrite=not args.no_overwrite, exact=args.fp32,
+                                    progress=_progress_printer(), on_skip=on_skip, actors=args.ray_actors,
+                                    batch_size=args.ray_batch_size, num_cpus=args.ray_cpus, num_gpus=args.ray_gpus)
+    finally:
+        if started:
+            ray.shutdown()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine.translate_cli",
                                      description="Translate a folder of images (horse <-> zebra).")
@@ -45,6 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fp32", action="store_true",
                         help="plain float32 (no bf16/fp16 fast path); bit-for-bit comparable runs")
     parser.add_argument("--list", action="store_true", help="list the translation models and their weights")
+    parser.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                        help="run on Ray Data (no ADDRESS: a local Ray instance; auto / HOST:6379: a cluster)")
+    parser.add_argument("--ray-actors", type=int, default=2, help="with --ray: actors (one model each), default 2")
+    parser.add_argument("--ray-cpus", type=float, default=1.0, help="with --ray: CPUs per actor (default 1)")
+    parser.add_argument("--ray-gpus", type=float, help="with --ray: GPUs per actor (default 1 if the cluster has GPUs)")
+    parser.add_argument("--ray-batch-size", type=int, default=4, help="with --ray: images per actor call")
     args = parser.parse_args(argv)
     if args.weights_dir:
         os.environ["WEIGHTS_DIR"] = os.pathsep.join(args.weights_dir)
@@ -67,9 +102,12 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.perf_counter()
     try:
-        report = T.translate_folder(args.input, args.output, model, max_side=args.max_side or None,
-                                    device=args.device, progress=_progress_printer(), suffix="." + args.format,
-                                    overwrite=not args.no_overwrite, exact=args.fp32, on_skip=on_skip)
+        if args.ray:
+            report = _run_on_ray(args, model, on_skip)
+        else:
+            report = T.translate_folder(args.input, args.output, model, max_side=args.max_side or None,
+                                        device=args.device, progress=_progress_printer(), suffix="." + args.format,
+                                        overwrite=not args.no_overwrite, exact=args.fp32, on_skip=on_skip)
     except EngineError as exc:
         print(f"\nerror: {exc}", file=sys.stderr)
         return 2

@@ -357,11 +357,13 @@ class VideoResult:
 def translate_video(src: str | os.PathLike, model: str = DEFAULT_MODEL, *, max_side: int | None = VIDEO_MAX_SIDE,
                     max_seconds: float = VIDEO_MAX_SECONDS, max_frames: int = VIDEO_MAX_FRAMES,
                     out_path: str | os.PathLike | None = None, device=None, progress: Progress = None,
-                    batch_size: int = 4) -> VideoResult:
+                    batch_size: int = 4,
+                    run_batch: Callable[[list[np.ndarray]], np.ndarray] | None = None) -> VideoResult:
     """Translate the first ``max_seconds`` of a video file, frame by frame, into a browser-playable MP4
     (engine.videoio: H.264, yuv420p, +faststart; same frame rate; audio dropped). Frames are shrunk to
     ``max_side``; each frame is translated at its exact size and the writer pads odd sizes by one edge pixel
-    (a yuv420p requirement). Frames go through the engine queue in batches of ``batch_size``."""
+    (a yuv420p requirement). Frames go through the engine queue in batches of ``batch_size``; ``run_batch``
+    (frames -> (N, H, W, 3) uint8) replaces the local model call (engine.client's Ray Serve path)."""
     from .. import videoio
     from ..queue import run_exclusive
 
@@ -375,7 +377,8 @@ def translate_video(src: str | os.PathLike, model: str = DEFAULT_MODEL, *, max_s
     total = min(limit, expected) if expected else limit
     if progress:
         progress(0.0, f"loading the model ({model})")
-    run_exclusive(registry.load_model, model, device)
+    if run_batch is None:
+        run_exclusive(registry.load_model, model, device)
 
     def job(batch: list[np.ndarray]) -> np.ndarray:
         import torch
@@ -389,7 +392,7 @@ def translate_video(src: str | os.PathLike, model: str = DEFAULT_MODEL, *, max_s
     with videoio.VideoWriter(out_path, info.fps) as writer:
         def flush() -> None:
             if pending:
-                for arr in run_exclusive(job, pending):
+                for arr in (run_batch(list(pending)) if run_batch else run_exclusive(job, pending)):
                     writer.write(arr)
                 pending.clear()
                 if progress:
