@@ -62,20 +62,21 @@ class EngineClient:
                         max_frames: int = 900, out_path=None, progress: Progress = None, batch_size: int = 4):
         raise NotImplementedError
 
-    # ---- style (engine.pipelines.style.StyleTransfer) ----
-    def stylize(self, content, styles, *, weights=None, alpha: float = 1.0, preserve_color: bool = False, mask=None,
-                max_side: int | None = 512, style_size: int | None = 512, progress: Progress = None):
+    # ---- style (engine.pipelines.style.pipeline_for(model): run / stylize_video / stylize_frame) ----
+    def stylize(self, content, styles, *, model: str | None = None, weights=None, alpha: float = 1.0,
+                preserve_color: bool = False, mask=None, max_side: int | None = 512, style_size: int | None = 512,
+                progress: Progress = None):
         raise NotImplementedError
 
-    def stylize_video(self, video, styles, *, out_path=None, weights=None, alpha: float = 1.0,
-                      preserve_color: bool = False, max_side: int | None = 512, style_size: int | None = 512,
-                      max_frames: int | None = 300, max_seconds: float | None = None, smooth: float = 0.0,
-                      progress: Progress = None):
+    def stylize_video(self, video, styles, *, model: str | None = None, out_path=None, weights=None,
+                      alpha: float = 1.0, preserve_color: bool = False, max_side: int | None = 512,
+                      style_size: int | None = 512, max_frames: int | None = 300, max_seconds: float | None = None,
+                      smooth: float = 0.0, progress: Progress = None):
         raise NotImplementedError
 
-    def stylize_frame(self, frame, styles, state=None, *, weights=None, alpha: float = 1.0,
-                      preserve_color: bool = False, max_side: int | None = 384, style_size: int | None = 256,
-                      smooth: float = 0.0):
+    def stylize_frame(self, frame, styles, state=None, *, model: str | None = None, weights=None,
+                      alpha: float = 1.0, preserve_color: bool = False, max_side: int | None = 384,
+                      style_size: int | None = 256, smooth: float = 0.0):
         raise NotImplementedError
 
     # ---- correspondence / propagation (engine.correspondence backends, engine.pipelines.gangealing) ----
@@ -139,19 +140,19 @@ class LocalClient(EngineClient):
                                  out_path=out_path, progress=progress, batch_size=batch_size)
 
     @staticmethod
-    def _style():
-        from .pipelines.style import default_pipeline
+    def _style(model: str | None):
+        from .pipelines.style import pipeline_for
 
-        return default_pipeline()
+        return pipeline_for(model)
 
-    def stylize(self, content, styles, **kwargs):
-        return self._style().run(content, styles, **kwargs)
+    def stylize(self, content, styles, *, model=None, **kwargs):
+        return self._style(model).run(content, styles, **kwargs)
 
-    def stylize_video(self, video, styles, **kwargs):
-        return self._style().stylize_video(video, styles, **kwargs)
+    def stylize_video(self, video, styles, *, model=None, **kwargs):
+        return self._style(model).stylize_video(video, styles, **kwargs)
 
-    def stylize_frame(self, frame, styles, state=None, **kwargs):
-        return self._style().stylize_frame(frame, styles, state, **kwargs)
+    def stylize_frame(self, frame, styles, state=None, *, model=None, **kwargs):
+        return self._style(model).stylize_frame(frame, styles, state, **kwargs)
 
     def match(self, backend, a, b, progress=None):
         from .correspondence import get_backend
@@ -372,8 +373,8 @@ class RayClient(EngineClient):
                                  run_batch=lambda frames: self._run("translate", "frames", model, frames))
 
     # ---- style ----
-    def stylize(self, content, styles, *, weights=None, alpha=1.0, preserve_color=False, mask=None, max_side=512,
-                style_size=512, progress=None):
+    def stylize(self, content, styles, *, model=None, weights=None, alpha=1.0, preserve_color=False, mask=None,
+                max_side=512, style_size=512, progress=None):
         from .pipelines.style import mask_array
 
         if content is None:
@@ -383,23 +384,24 @@ class RayClient(EngineClient):
             mask = mask_array(mask, (content.shape[1], content.shape[0]))
         if progress:
             progress(0.0, "stylising on the engine server")
-        res = self._run("style", "run", content, _styles_as_arrays(styles),
+        res = self._run("style", "run", model, content, _styles_as_arrays(styles),
                         dict(weights=weights, alpha=alpha, preserve_color=preserve_color, mask=mask,
                              max_side=max_side, style_size=style_size))
         if progress:
             progress(1.0, "done")
         return res
 
-    def stylize_frame(self, frame, styles, state=None, *, weights=None, alpha=1.0, preserve_color=False,
+    def stylize_frame(self, frame, styles, state=None, *, model=None, weights=None, alpha=1.0, preserve_color=False,
                       max_side=384, style_size=256, smooth=0.0):
         if frame is None:
             raise InputError("No webcam frame.")
-        return self._run("style", "frame", _style_image(frame), _styles_as_arrays(styles), state,
+        return self._run("style", "frame", model, _style_image(frame), _styles_as_arrays(styles), state,
                          dict(weights=weights, alpha=alpha, preserve_color=preserve_color, max_side=max_side,
                               style_size=style_size, smooth=smooth))
 
-    def stylize_video(self, video, styles, *, out_path=None, weights=None, alpha=1.0, preserve_color=False,
-                      max_side=512, style_size=512, max_frames=300, max_seconds=None, smooth=0.0, progress=None):
+    def stylize_video(self, video, styles, *, model=None, out_path=None, weights=None, alpha=1.0,
+                      preserve_color=False, max_side=512, style_size=512, max_frames=300, max_seconds=None,
+                      smooth=0.0, progress=None):
         """The video is decoded and encoded here; each frame is one remote ``frame`` call with the stream's state
         (EMA statistics, colour reference) passed along, so any replica can take any frame."""
         from . import videoio
@@ -431,7 +433,7 @@ class RayClient(EngineClient):
             for frame in videoio.read_frames(video, max_frames=max_frames or None, max_seconds=max_seconds or None,
                                              max_side=limit):
                 size = size or (frame.shape[1], frame.shape[0])
-                out, state = self._run("style", "frame", frame, arrays, state, settings)
+                out, state = self._run("style", "frame", model, frame, arrays, state, settings)
                 writer.write(out)
                 if progress:
                     progress(min(writer.frames / max(total, 1), 1.0), f"frame {writer.frames}/{total or '?'}")

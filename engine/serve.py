@@ -7,7 +7,7 @@
 
 Application ``gan-studio`` (see docs/SCALE_OUT.md):
 
-* ``Style`` — AdaIN (engine.pipelines.style): ``run`` for one image, ``frame`` for one video/webcam frame with the
+* ``Style`` — AdaIN / Magenta (engine.pipelines.style.pipeline_for): ``run`` for one image, ``frame`` for one video/webcam frame with the
   stream's state passed in and returned (any replica can take any frame);
 * ``Translate`` — CycleGAN / CUT / GAN Compression: ``image`` is a ``@serve.batch`` method, so single-image
   requests of one model arriving together (several users, or webcam frames) run as one batch of equal-sized images
@@ -99,15 +99,15 @@ class _Replica:
 
 
 class StyleReplica(_Replica):
-    async def run(self, content, styles, settings: dict):
-        from .pipelines.style import default_pipeline
+    async def run(self, model, content, styles, settings: dict):
+        from .pipelines.style import pipeline_for
 
-        return await self._work(lambda: default_pipeline().run(content, styles, **settings))
+        return await self._work(lambda: pipeline_for(model).run(content, styles, **settings))
 
-    async def frame(self, frame, styles, state, settings: dict):
-        from .pipelines.style import default_pipeline
+    async def frame(self, model, frame, styles, state, settings: dict):
+        from .pipelines.style import pipeline_for
 
-        return await self._work(lambda: default_pipeline().stylize_frame(frame, styles, state, **settings))
+        return await self._work(lambda: pipeline_for(model).stylize_frame(frame, styles, state, **settings))
 
 
 class TranslateReplica(_Replica):
