@@ -24,6 +24,7 @@ from typing import Callable, Optional
 import cv2
 import numpy as np
 
+from .. import native
 from . import visualise
 from .base import StreamPropagator
 
@@ -50,23 +51,20 @@ def _gray(frame: np.ndarray, side: int) -> tuple[np.ndarray, float]:
 
 
 class OpticalFlow:
-    """Dense flow between two gray frames: flow(a, b)[y, x] = displacement so that a(x) ~ b(x + d)."""
+    """Dense flow between two gray frames: flow(a, b)[y, x] = displacement so that a(x) ~ b(x + d).
+
+    The native call goes through ``engine.native.optical_flow``: inputs checked first, one DIS object per frame size,
+    run in a worker process so that an OpenCV crash fails only this job.
+    """
 
     def __init__(self, method: str = "dis"):
-        self.method = method
-        if method == "dis":
-            self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-        elif method != "farneback":
+        if method not in ("dis", "farneback"):
             raise ValueError(f"unknown optical flow method {method!r} (dis, farneback)")
+        self.method = method
 
     def __call__(self, a: np.ndarray, b: np.ndarray, init: Optional[np.ndarray] = None) -> np.ndarray:
         """init: an initial flow (H, W, 2) to refine instead of starting from zero."""
-        if init is not None:
-            init = np.ascontiguousarray(init, dtype=np.float32)
-        if self.method == "dis":   # DIS refines the flow argument when one of the right size is given
-            return self._dis.calc(a, b, init)
-        flags = cv2.OPTFLOW_USE_INITIAL_FLOW if init is not None else 0
-        return cv2.calcOpticalFlowFarneback(a, b, init, 0.5, 4, 15, 3, 5, 1.1, flags)
+        return native.optical_flow(a, b, init, self.method)
 
 
 def _grid(h: int, w: int) -> np.ndarray:
