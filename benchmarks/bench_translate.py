@@ -13,7 +13,7 @@ Variants, each timed on the same input, interleaved rep by rep so that load drif
     half             inference_mode + autocast (bf16 on CPU, fp16/bf16 on CUDA)
     compile          inference_mode + torch.compile             (only with --compile: compile time is minutes)
     engine           engine.pipelines.translate.run_generator (pad to 4, [0,1]<->[-1,1], crop, the device's
-                     fast path: FAST_PATH / inference_plan) - what the app actually runs
+                     fast path: FAST_PATH / inference_plan(precision="fast")) - the app's "fast" choice
 
 Reported: median ms per image, images/s, ratio to eager (>1 = faster) and the max abs output difference to eager
 (in [-1, 1] units) so a fast-but-wrong variant shows. Default run: about 2-4 minutes on a 2-core CPU (fewer reps
@@ -71,7 +71,7 @@ def make_variants(model, model_cl, device, use_compile):
             return model(x * 2 - 1).float()
 
     def engine(x):
-        return T.run_generator(model_engine, x, device=device) * 2 - 1
+        return T.run_generator(model_engine, x, device=device, precision="fast") * 2 - 1
 
     model_engine = type(model)().to(device).eval()
     model_engine.load_state_dict(model.state_dict())
@@ -133,7 +133,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     device = select_device(args.device)
     print(f"device: {describe(device)}; torch {torch.__version__}; CPU threads {torch.get_num_threads()}; "
-          f"engine fast path (channels_last, autocast dtype) = {T.inference_plan(device)}")
+          f"engine fast path (channels_last, autocast dtype) = {T.inference_plan(device, 'fast')}")
     print(f"{'family':<9} {'size':>5} {'variant':<16} {'ms/img':>9} {'img/s':>8} {'vs eager':>9} {'max|Δ|':>8}")
     all_rows = []
     for family in args.families:

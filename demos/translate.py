@@ -51,15 +51,22 @@ def _summary(inp, out) -> str:
             f"output {band['output'] * 100:.3f} %.")
 
 
+UINT8_NOTE = ("Outputs are rounded to the nearest 8-bit level; the official code truncates (`tensor2im`), which is "
+              "half a level darker on average (never more than one level). To reproduce the authors' saved images "
+              "or their FID exactly: `python -m engine.translate_cli --uint8 truncate` and "
+              "`python -m engine.fid` (truncates by default).")
+
+
 @guarded
-def translate_one(image, model, max_side, progress=gr.Progress()):
+def translate_one(image, model, max_side, precision="fp32", progress=gr.Progress()):
     model = _need_model(model)
     if image is None:
         raise InputError("Upload an image (or pick an example) first.")
     report = progress_callback(progress)
     if report:
         report(0.1, "translating")
-    inp, out = T.translate(image, model, max_side=int(max_side or 0) or None, return_input=True)
+    inp, out = T.translate(image, model, max_side=int(max_side or 0) or None, return_input=True,
+                           precision=precision or T.DEFAULT_PRECISION)
     if report:
         report(0.9, "spectrum analysis")
     table = spectrum.spectrum_table({"input": inp, "output": out})
@@ -68,11 +75,12 @@ def translate_one(image, model, max_side, progress=gr.Progress()):
 
 @cancellable(4)
 @guarded
-def translate_gallery(items, model, max_side, progress=gr.Progress()):
+def translate_gallery(items, model, max_side, precision="fp32", progress=gr.Progress()):
     model = _need_model(model)
     if not items:
         raise InputError("Add one or more images to the gallery first.")
-    res = T.translate_many(items, model, max_side=int(max_side or 0) or None, progress=progress_callback(progress))
+    res = T.translate_many(items, model, max_side=int(max_side or 0) or None, progress=progress_callback(progress),
+                           precision=precision or T.DEFAULT_PRECISION)
     for msg in res.errors:
         gr.Warning(f"Skipped {msg}")
     gallery = [(out, name) for out, name in zip(res.outputs, res.names)]
@@ -90,12 +98,13 @@ def show_pair(pairs, evt: gr.SelectData):
 
 @cancellable(2)
 @guarded
-def translate_clip(video, model, max_side, max_seconds, progress=gr.Progress()):
+def translate_clip(video, model, max_side, max_seconds, precision="fp32", progress=gr.Progress()):
     model = _need_model(model)
     if not video:
         raise InputError("Upload a video file first.")
     res = T.translate_video(video, model, max_side=int(max_side or 0) or T.VIDEO_MAX_SIDE,
-                            max_seconds=float(max_seconds), progress=progress_callback(progress))
+                            max_seconds=float(max_seconds), progress=progress_callback(progress),
+                            precision=precision or T.DEFAULT_PRECISION)
     note = (f"{res.frames} frames at {res.fps:.3g} fps, {res.width}×{res.height}"
             + (f" — only the first {max_seconds:g} s were translated (the clip is longer)." if res.truncated else ".")
             + " Audio is not kept.")
@@ -112,6 +121,8 @@ def build(ctx: AppContext) -> None:
         model = gr.Dropdown(choices=choices, value=default, label="Model (only models whose weights are available)",
                             interactive=bool(choices), scale=3)
         max_side = gr.Slider(0, 2048, value=512, step=32, label="Max side (px, 0 = keep the size)", scale=2)
+    precision = gr.Radio(choices=T.precision_choices(), value=T.DEFAULT_PRECISION, label="Precision",
+                         info=UINT8_NOTE)
 
     with gr.Tab("One image"):
         with gr.Row():
@@ -127,7 +138,7 @@ def build(ctx: AppContext) -> None:
             plot = gr.LinePlot(x="frequency", y="power_db", color="image", x_title="spatial frequency (cycles/pixel)",
                                y_title="power (dB, relative)", height=320, label="Azimuthally averaged spectrum")
             summary = gr.Markdown()
-        run.click(translate_one, [image, model, max_side], [slider, plot, summary], **ENGINE_QUEUE)
+        run.click(translate_one, [image, model, max_side, precision], [slider, plot, summary], **ENGINE_QUEUE)
 
     with gr.Tab("Several images"):
         with gr.Row():
@@ -139,7 +150,7 @@ def build(ctx: AppContext) -> None:
         status_many = gr.Markdown()
         pairs = gr.State([])
         pair_view = gr.ImageSlider(label="Selected: input ↔ output", type="numpy", max_height=360, interactive=False)
-        many_event = run_many.click(translate_gallery, [gallery_in, model, max_side],
+        many_event = run_many.click(translate_gallery, [gallery_in, model, max_side, precision],
                                     [gallery_out, pairs, pair_view, status_many], **ENGINE_QUEUE)
         cancel_button(many_event)
         gallery_out.select(show_pair, [pairs], [pair_view])
@@ -153,6 +164,7 @@ def build(ctx: AppContext) -> None:
                     "even sizes (one edge pixel) for H.264.")
         run_video = gr.Button("Translate video", variant="primary")
         status_video = gr.Markdown()
-        video_event = run_video.click(translate_clip, [video_in, model, max_side, seconds], [video_out, status_video],
+        video_event = run_video.click(translate_clip, [video_in, model, max_side, seconds, precision],
+                                      [video_out, status_video],
                                       **ENGINE_QUEUE)
         cancel_button(video_event)

@@ -237,10 +237,14 @@ def fid_of_sets(images_a: Sequence, images_b: Sequence, extractor, batch_size: i
 
 def evaluate_translation(model: str, source_dir: str | Path, target_dir: str | Path, extractor, *,
                          max_side: int | None = None, limit: int | None = None, device=None,
-                         progress: Progress = None) -> dict:
+                         progress: Progress = None, uint8: str = "truncate") -> dict:
     """Translate every image of ``source_dir`` (e.g. horse2zebra/testA) with ``model`` and compute the FID of the
     translations against ``target_dir`` (testB). Also returns the FID of the untranslated sources (a baseline the
-    translation should beat)."""
+    translation should beat).
+
+    The translations are computed in fp32 and converted to uint8 by ``uint8``: "truncate" (default: the official
+    ``tensor2im`` rule the authors' saved images -- and the FIDs published from them -- went through) or "round"
+    (what the app shows: nearest level, on average half a level brighter)."""
     from .pipelines import translate as T
 
     sources = T.list_images(source_dir)[:limit] if limit else T.list_images(source_dir)
@@ -248,7 +252,7 @@ def evaluate_translation(model: str, source_dir: str | Path, target_dir: str | P
     if len(sources) < 2 or len(targets) < 2:
         raise InputError("Need at least two images in each folder.")
     result = T.translate_many(sources, model, max_side=max_side, device=device, progress=progress,
-                              max_images=None, exact=True)   # plain fp32: no reduced-precision fast path
+                              max_images=None, precision="fp32", uint8=uint8)   # the official computation
     fake = result.outputs
     mu_b, s_b = statistics(activations(targets, extractor, device=device))
     mu_f, s_f = statistics(activations(fake, extractor, device=device))
@@ -259,6 +263,7 @@ def evaluate_translation(model: str, source_dir: str | Path, target_dir: str | P
         "fid_untranslated": frechet_distance(mu_a, s_a, mu_b, s_b),
         "n_fake": len(fake),
         "n_real": len(targets),
+        "uint8": uint8,
         "skipped": result.errors,
     }
 
@@ -275,6 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-side", type=int, default=0, help="shrink inputs first (0 = keep, the protocol)")
     parser.add_argument("--limit", type=int, default=0, help="use only the first N images of each folder")
     parser.add_argument("--device")
+    parser.add_argument("--uint8", choices=["truncate", "round"], default="truncate",
+                        help="how translations become uint8: truncate (default, the official tensor2im rule, "
+                             "comparable with published FIDs) or round (the app's display rule)")
     args = parser.parse_args(argv)
 
     from . import config
@@ -301,10 +309,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\r[{fraction * 100:5.1f}%] {desc:<40}", end="", file=sys.stderr, flush=True)
 
         res = evaluate_translation(args.model, source, target, extractor, max_side=args.max_side or None,
-                                   limit=args.limit or None, device=args.device, progress=report)
+                                   limit=args.limit or None, device=args.device, progress=report,
+                                   uint8=args.uint8)
         print(file=sys.stderr)
         print(f"{res['model']}: FID {res['fid']:.2f} (translations vs {res['n_real']} targets); "
-              f"untranslated sources: {res['fid_untranslated']:.2f}")
+              f"untranslated sources: {res['fid_untranslated']:.2f} (fp32, uint8 by {res['uint8']})")
         for msg in res["skipped"]:
             print(f"skipped {msg}", file=sys.stderr)
         return 1 if res["skipped"] else 0

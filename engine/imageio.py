@@ -176,13 +176,26 @@ def pil_to_tensor(img: Image.Image | np.ndarray):
     return torch.from_numpy(np.array(arr, dtype=np.uint8, copy=True)).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
 
 
-def tensor_to_numpy(t) -> np.ndarray:
-    """(1, 3, H, W) or (3, H, W) tensor in [0, 1] -> (H, W, 3) uint8 (clamped, rounded)."""
+UINT8_RULES = ("round", "truncate")
+
+
+def tensor_to_numpy(t, rule: str = "round") -> np.ndarray:
+    """(1, 3, H, W) or (3, H, W) tensor in [0, 1] -> (H, W, 3) uint8, clamped, then ``rule``:
+
+    - "round" (default): to the nearest level, an unbiased quantisation;
+    - "truncate": ``floor(x * 255)``, what the official pix2pix / CycleGAN / CUT / GAN Compression code does
+      (``util.tensor2im``: ``(y + 1) / 2 * 255`` then ``astype(np.uint8)``). It is on average half a level darker
+      than rounding; use it to reproduce the authors' saved images (and FIDs computed from them) exactly.
+    """
+    if rule not in UINT8_RULES:
+        raise ValueError(f"uint8 rule must be one of {UINT8_RULES}; got {rule!r}")
     if t.dim() == 4:
         if t.shape[0] != 1:
             raise ValueError(f"tensor_to_numpy takes one image; got a batch of {t.shape[0]}")
         t = t[0]
-    return t.detach().float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
+    t = t.detach().float().clamp(0, 1).mul(255)
+    t = t.round() if rule == "round" else t.floor()
+    return t.byte().permute(1, 2, 0).cpu().numpy()
 
 
 def tensor_to_pil(t) -> Image.Image:

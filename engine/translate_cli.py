@@ -2,6 +2,7 @@
 
     python -m engine.translate_cli --model gancompression-horse2zebra --input DIR --output DIR
                                    [--max-side N] [--device cpu|cuda|...] [--weights-dir DIR] [--format png|jpg]
+                                   [--precision fp32|fast] [--uint8 round|truncate]
     python -m engine.translate_cli --ray [ADDRESS] [--ray-actors N] ...   (the same job on Ray Data)
     python -m engine.translate_cli --list
 
@@ -71,8 +72,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights-dir", action="append", default=[], help="folder with checkpoints (repeatable)")
     parser.add_argument("--format", default="png", choices=["png", "jpg", "webp"], help="output image format")
     parser.add_argument("--no-overwrite", action="store_true", help="skip outputs that already exist")
-    parser.add_argument("--fp32", action="store_true",
-                        help="plain float32 (no bf16/fp16 fast path); bit-for-bit comparable runs")
+    parser.add_argument("--precision", choices=["fp32", "fast"], default="fp32",
+                        help="fp32 (default): plain float32, the official computation; fast: bf16 autocast on CPUs "
+                             "with native bf16 / the autocast dtype on CUDA (faster, outputs differ slightly)")
+    parser.add_argument("--fp32", action="store_true", help="same as --precision fp32 (kept for old scripts)")
+    parser.add_argument("--uint8", choices=["round", "truncate"], default="round",
+                        help="round (default): nearest level; truncate: the official tensor2im rule (floor), to "
+                             "reproduce the authors' saved images exactly (half a level darker on average)")
     parser.add_argument("--list", action="store_true", help="list the translation models and their weights")
     parser.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
                         help="run on Ray Data (no ADDRESS: a local Ray instance; auto / HOST:6379: a cluster)")
@@ -107,7 +113,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             report = T.translate_folder(args.input, args.output, model, max_side=args.max_side or None,
                                         device=args.device, progress=_progress_printer(), suffix="." + args.format,
-                                        overwrite=not args.no_overwrite, exact=args.fp32, on_skip=on_skip)
+                                        overwrite=not args.no_overwrite,
+                                        precision="fp32" if args.fp32 else args.precision, uint8=args.uint8,
+                                        on_skip=on_skip)
     except EngineError as exc:
         print(f"\nerror: {exc}", file=sys.stderr)
         return 2

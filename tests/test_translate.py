@@ -38,22 +38,26 @@ def test_no_padding_path_is_exactly_the_generator():
     x = torch.rand(2, 3, 32, 48)
     with torch.no_grad():
         direct = (model(x * 2 - 1) + 1) / 2
-    torch.testing.assert_close(T.run_generator(model, x, device="cpu", exact=True), direct)
+    torch.testing.assert_close(T.run_generator(model, x, device="cpu"), direct)   # default: fp32
 
 
-def test_fast_path_stays_close_to_fp32(monkeypatch):
+def test_fast_path_is_an_explicit_choice_and_stays_close_to_fp32(monkeypatch):
     torch.manual_seed(0)
     model = MobileResnetGenerator("8_8_16_8_16_16_8_8").eval()
     x = torch.rand(1, 3, 40, 56)
-    exact = T.run_generator(model, x, device="cpu", exact=True)
-    fast = T.run_generator(model, x, device="cpu")
-    assert (fast - exact).abs().mean() < 2 / 255          # bf16 where the CPU has it natively, else identical
-    monkeypatch.setenv("ENGINE_CPU_BF16", "0")
-    assert T.inference_plan(torch.device("cpu")) == (False, None)
-    torch.testing.assert_close(T.run_generator(model, x, device="cpu"), exact)
+    exact = T.run_generator(model, x, device="cpu", precision="fp32")
     monkeypatch.setenv("ENGINE_CPU_BF16", "1")
-    assert T.inference_plan(torch.device("cpu")) == (False, torch.bfloat16)
-    assert T.inference_plan(torch.device("cpu"), exact=True) == (False, None)
+    assert T.DEFAULT_PRECISION == "fp32"
+    assert T.inference_plan(torch.device("cpu")) == (False, None)              # the default is plain fp32
+    assert torch.equal(T.run_generator(model, x, device="cpu"), exact)
+    assert T.inference_plan(torch.device("cpu"), "fast") == (False, torch.bfloat16)
+    fast = T.run_generator(model, x, device="cpu", precision="fast")
+    assert not torch.equal(fast, exact) and (fast - exact).abs().mean() < 2 / 255
+    monkeypatch.setenv("ENGINE_CPU_BF16", "0")                                  # no native bf16: fast = fp32
+    assert T.inference_plan(torch.device("cpu"), "fast") == (False, None)
+    assert torch.equal(T.run_generator(model, x, device="cpu", precision="fast"), exact)
+    with pytest.raises(InputError, match="precision"):
+        T.translate(_rgb(32, 32), "gancompression-horse2zebra", precision="half")
 
 
 def test_padding_keeps_the_top_left_consistent():

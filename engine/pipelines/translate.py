@@ -70,20 +70,46 @@ def _check_model_name(name: str) -> None:
 
 # ---- optimised inference --------------------------------------------------------------------------------------
 
-# What benchmarks/bench_translate.py measured, per device type (only measured wins are on):
-# - inference_mode: always (no autograd bookkeeping; equal or slightly faster than no_grad);
-# - channels_last: slower on CPU for all three families (0.7-0.95x on a 2-core EPYC), so off; not measured on
-#   CUDA here (no GPU was available), so off there too until bench_translate.py shows a win;
-# - half precision: bf16 autocast on a CPU with native bf16 (avx512_bf16 / amx_bf16) was 1.5-2.0x faster with a
-#   mean output change of 0.5/255 (max 8/255); CPUs without it emulate bf16 slowly, so it is on only where native.
-#   On CUDA the engine's autocast dtype (bf16/fp16) is used, the foundation's accelerator policy;
-# - torch.compile: not used (minutes of compile time per new input size on CPU, recompiles for every new size).
-# ``exact=True`` (FID evaluation, the CLI's --fp32) always runs plain fp32.
+# Precision. "fp32" (the default) is the official computation: plain float32, what the authors' test scripts run
+# and what published pictures / FID numbers come from. "fast" is an explicit choice: reduced-precision autocast
+# where it is a measured win -- bf16 on a CPU with native bf16 (avx512_bf16 / amx_bf16; CPUs without it emulate
+# bf16 slowly, so there "fast" is fp32), the engine's autocast dtype (bf16/fp16) on CUDA; MPS stays fp32.
+# benchmarks/bench_translate_precision.py on this project's 2-core CPU (native avx512_bf16, heavily loaded by
+# other jobs; ratio = fp32 / bf16 median time, interleaved, 256² images): CycleGAN 1.61x, CUT 0.96x, GAN
+# Compression 0.92x / 1.04x / 1.27x in three runs; GAN Compression with its real weights on 8 horse2zebra test
+# images: bf16 differs from fp32 by up to 38/255, mean 0.57/255, in 82-84 % of the pixels (any channel). The
+# "max 8/255" this comment claimed before was not what the real weights give. Other settings measured by
+# benchmarks/bench_translate.py: inference_mode always (equal or slightly faster than no_grad); channels_last off
+# (0.7-0.95x on CPU; not measured on CUDA); torch.compile not used (minutes of compile per new input size on CPU).
+PRECISIONS = ("fp32", "fast")
+DEFAULT_PRECISION = "fp32"
 FAST_PATH = {
     "cpu": {"channels_last": False, "half": "native-bf16"},
     "cuda": {"channels_last": False, "half": True},
     "mps": {"channels_last": False, "half": False},
 }
+FAST_PATH_NOTE = ("measured on a loaded 2-core CPU: 1.6x faster for CycleGAN, no gain for CUT (0.96x) or GAN "
+                  "Compression (0.9-1.3x); with the real GAN Compression weights the output differs from fp32 by up "
+                  "to 38/255, mean 0.57/255")
+
+
+def precision_choices(device=None) -> list[tuple[str, str]]:
+    """(label, value) for each precision, the "fast" label saying what it does on ``device`` (default: the
+    engine's) and what was measured."""
+    import torch
+
+    from ..device import select_device
+
+    device = torch.device(device) if device is not None else select_device()
+    _, dtype = inference_plan(device, "fast")
+    if dtype is None:
+        fast = f"fast — same as fp32 on this {'CPU (no native bf16)' if device.type == 'cpu' else device.type}"
+    elif device.type == "cpu":
+        fast = f"fast — bf16 autocast ({FAST_PATH_NOTE})"
+    else:
+        fast = (f"fast — {str(dtype).replace('torch.', '')} autocast on the GPU (speed and output difference not "
+                f"measured in this project)")
+    return [("fp32 — the official computation (default)", "fp32"), (fast, "fast")]
 
 _prepared: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
@@ -110,14 +136,22 @@ def cpu_has_native_bf16() -> bool:
     return bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
-def inference_plan(device, exact: bool = False) -> tuple[bool, "torch.dtype | None"]:
-    """(channels_last, autocast dtype or None) that run_generator uses on ``device``."""
+def check_precision(precision: str | None) -> str:
+    precision = precision or DEFAULT_PRECISION
+    if precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}.")
+    return precision
+
+
+def inference_plan(device, precision: str = DEFAULT_PRECISION) -> tuple[bool, "torch.dtype | None"]:
+    """(channels_last, autocast dtype or None) that run_generator uses on ``device`` at ``precision``."""
     import torch
 
     from ..device import autocast_dtype
 
+    device = torch.device(device)
     plan = FAST_PATH.get(device.type, {"channels_last": False, "half": False})
-    if exact:
+    if check_precision(precision) == "fp32":
         return False, None
     dtype = None
     if plan["half"] == "native-bf16":
@@ -127,11 +161,13 @@ def inference_plan(device, exact: bool = False) -> tuple[bool, "torch.dtype | No
     return plan["channels_last"], dtype
 
 
-def run_generator(model, x01, device=None, exact: bool = False, with_maps: bool = False):
+def run_generator(model, x01, device=None, precision: str = DEFAULT_PRECISION, with_maps: bool = False, *,
+                  exact: bool = False):
     """Translate a float tensor (N, 3, H, W) in [0, 1] -> (N, 3, H, W) in [0, 1] on CPU, any H, W >= MIN_SIDE.
 
-    Pads (reflect) to the model's ``size_multiple``, maps to [-1, 1], runs with the device's fast path (see
-    FAST_PATH; ``exact`` forces plain fp32), crops back. Call inside the engine lock (the functions below do).
+    Pads (reflect) to the model's ``size_multiple``, maps to [-1, 1], runs at ``precision`` ("fp32": plain
+    float32; "fast": the device's fast path, see FAST_PATH; ``exact=True`` is the older spelling of "fp32"),
+    crops back. Call inside the engine lock (the functions below do).
 
     Optional model features (any family may offer them; nothing here is model-specific):
     - ``model.fixed_size`` = (H, W): the only input size it accepts (e.g. full U-GAT-IT); other sizes are refused
@@ -157,7 +193,7 @@ def run_generator(model, x01, device=None, exact: bool = False, with_maps: bool 
     if device is None:
         device = next(model.parameters()).device
     device = torch.device(device)
-    channels_last, half = inference_plan(device, exact)
+    channels_last, half = inference_plan(device, "fp32" if exact else precision)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     if _prepared.get(model) != fmt:
         model.to(memory_format=fmt)
@@ -224,27 +260,42 @@ def prepare_image(src, max_side: int | None = DEFAULT_MAX_SIDE) -> Image.Image:
     return resized
 
 
-def translate_pil(model, img: Image.Image, device=None, exact: bool = False) -> np.ndarray:
-    """One prepared RGB image through a loaded generator -> (H, W, 3) uint8. Call inside the engine lock."""
-    y = run_generator(model, imageio.pil_to_tensor(img), device=device, exact=exact)
-    return imageio.tensor_to_numpy(y)
+def check_uint8(rule: str | None) -> str:
+    rule = rule or "round"
+    if rule not in imageio.UINT8_RULES:
+        raise InputError(f"uint8 rule must be one of {', '.join(imageio.UINT8_RULES)}; got {rule!r}.")
+    return rule
+
+
+def translate_pil(model, img: Image.Image, device=None, precision: str = DEFAULT_PRECISION,
+                  uint8: str = "round", *, exact: bool = False) -> np.ndarray:
+    """One prepared RGB image through a loaded generator -> (H, W, 3) uint8. Call inside the engine lock.
+
+    ``uint8``: "round" (nearest level) or "truncate" (the official ``tensor2im``: floor, half a level darker on
+    average; see imageio.tensor_to_numpy). ``exact=True``: the older spelling of precision="fp32"."""
+    y = run_generator(model, imageio.pil_to_tensor(img), device=device, precision="fp32" if exact else precision)
+    return imageio.tensor_to_numpy(y, uint8)
 
 
 def translate(image, model: str = DEFAULT_MODEL, *, max_side: int | None = DEFAULT_MAX_SIDE, device=None,
-              return_input: bool = False, exact: bool = False):
+              return_input: bool = False, precision: str = DEFAULT_PRECISION, uint8: str = "round",
+              exact: bool = False):
     """Translate one image with the registry model ``model``.
 
     Returns the output as (H, W, 3) uint8, the size of the (resized) input; with ``return_input`` returns
-    ``(input_used, output)`` so callers can compare like with like.
+    ``(input_used, output)`` so callers can compare like with like. ``precision``: "fp32" (default, the official
+    computation) or "fast" (see FAST_PATH_NOTE for speed and difference); ``uint8``: "round" or "truncate"
+    (the official code's rule, see translate_pil). ``exact=True``: the older spelling of precision="fp32".
     """
     from ..queue import run_exclusive
 
     _check_model_name(model)
+    precision, uint8 = check_precision("fp32" if exact else precision), check_uint8(uint8)
     img = prepare_image(image, max_side)
 
     def job():
         net = registry.load_model(model, device)
-        return translate_pil(net, img, exact=exact)
+        return translate_pil(net, img, precision=precision, uint8=uint8)
 
     out = run_exclusive(job)
     return (np.asarray(img, dtype=np.uint8), out) if return_input else out
@@ -263,19 +314,20 @@ class Translation:
 
 
 def translate_detailed(image, model: str = DEFAULT_MODEL, *, max_side: int | None = DEFAULT_MAX_SIDE, device=None,
-                       exact: bool = False) -> Translation:
+                       exact: bool = False, precision: str = DEFAULT_PRECISION, uint8: str = "round") -> Translation:
     """Like :func:`translate`, plus the model's extra outputs (e.g. U-GAT-IT's CAM attention map) when it has any."""
     from ..queue import run_exclusive
 
     _check_model_name(model)
+    precision, uint8 = check_precision("fp32" if exact else precision), check_uint8(uint8)
     img = prepare_image(image, max_side)
 
     def job():
         net = registry.load_model(model, device)
-        return run_generator(net, imageio.pil_to_tensor(img), exact=exact, with_maps=True)
+        return run_generator(net, imageio.pil_to_tensor(img), precision=precision, with_maps=True)
 
     y, maps = run_exclusive(job)
-    return Translation(np.asarray(img, dtype=np.uint8), imageio.tensor_to_numpy(y),
+    return Translation(np.asarray(img, dtype=np.uint8), imageio.tensor_to_numpy(y, uint8),
                        {name: m[0].numpy() for name, m in maps.items()})
 
 
@@ -301,12 +353,13 @@ def _name_of(src, index: int) -> str:
 
 def translate_many(images: Sequence, model: str = DEFAULT_MODEL, *, max_side: int | None = DEFAULT_MAX_SIDE,
                    device=None, progress: Progress = None, max_images: int | None = 64,
-                   exact: bool = False) -> BatchResult:
+                   precision: str = DEFAULT_PRECISION, uint8: str = "round", exact: bool = False) -> BatchResult:
     """Translate several images (paths, bytes, PIL, arrays, or gr.Gallery (path, caption) pairs), one at a time
     under the engine lock so other requests interleave. Unreadable inputs are skipped and reported in ``errors``."""
     from ..queue import run_exclusive
 
     _check_model_name(model)
+    precision, uint8 = check_precision("fp32" if exact else precision), check_uint8(uint8)
     items = list(images or [])
     if not items:
         raise InputError("No images given.")
@@ -321,7 +374,8 @@ def translate_many(images: Sequence, model: str = DEFAULT_MODEL, *, max_side: in
         raw = src[0] if isinstance(src, tuple) else src
         try:
             img = prepare_image(raw, max_side)
-            out = run_exclusive(lambda: translate_pil(registry.load_model(model, device), img, exact=exact))
+            out = run_exclusive(lambda: translate_pil(registry.load_model(model, device), img,
+                                                      precision=precision, uint8=uint8))
         except InputError as exc:
             result.errors.append(f"{name}: {exc}")
         else:
@@ -357,7 +411,7 @@ class VideoResult:
 def translate_video(src: str | os.PathLike, model: str = DEFAULT_MODEL, *, max_side: int | None = VIDEO_MAX_SIDE,
                     max_seconds: float = VIDEO_MAX_SECONDS, max_frames: int = VIDEO_MAX_FRAMES,
                     out_path: str | os.PathLike | None = None, device=None, progress: Progress = None,
-                    batch_size: int = 4,
+                    batch_size: int = 4, precision: str = DEFAULT_PRECISION,
                     run_batch: Callable[[list[np.ndarray]], np.ndarray] | None = None) -> VideoResult:
     """Translate the first ``max_seconds`` of a video file, frame by frame, into a browser-playable MP4
     (engine.videoio: H.264, yuv420p, +faststart; same frame rate; audio dropped). Frames are shrunk to
@@ -368,6 +422,7 @@ def translate_video(src: str | os.PathLike, model: str = DEFAULT_MODEL, *, max_s
     from ..queue import run_exclusive
 
     _check_model_name(model)
+    precision = check_precision(precision)
     if max_seconds <= 0 or max_frames < 1:
         raise InputError("max seconds and max frames must be positive.")
     info = videoio.probe(src)
@@ -384,7 +439,8 @@ def translate_video(src: str | os.PathLike, model: str = DEFAULT_MODEL, *, max_s
         import torch
 
         net = registry.load_model(model, device)
-        y = run_generator(net, torch.cat([imageio.pil_to_tensor(f) for f in batch]), device=device)
+        y = run_generator(net, torch.cat([imageio.pil_to_tensor(f) for f in batch]), device=device,
+                          precision=precision)
         return y.mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
     pending: list[np.ndarray] = []
@@ -425,13 +481,15 @@ class FolderReport:
 
 def translate_folder(input_dir: str | os.PathLike, output_dir: str | os.PathLike, model: str = DEFAULT_MODEL, *,
                      max_side: int | None = DEFAULT_MAX_SIDE, device=None, progress: Progress = None,
-                     suffix: str = ".png", overwrite: bool = True, exact: bool = False,
+                     suffix: str = ".png", overwrite: bool = True, precision: str = DEFAULT_PRECISION,
+                     uint8: str = "round", exact: bool = False,
                      on_skip: Callable[[str], None] | None = None) -> FolderReport:
     """Translate every image file in ``input_dir`` into ``output_dir`` (same stem, ``suffix`` format).
     Unreadable files are skipped and reported; the output folder is created."""
     from ..queue import run_exclusive
 
     _check_model_name(model)
+    precision, uint8 = check_precision("fp32" if exact else precision), check_uint8(uint8)
     files = list_images(input_dir)
     if not files:
         raise InputError(f"No image files ({', '.join(IMAGE_SUFFIXES)}) in {input_dir}.")
@@ -445,7 +503,8 @@ def translate_folder(input_dir: str | os.PathLike, output_dir: str | os.PathLike
             if target.exists() and not overwrite:
                 raise InputError(f"{target.name} exists (not overwriting)")
             img = prepare_image(path, max_side)
-            out = run_exclusive(lambda: translate_pil(registry.load_model(model, device), img, exact=exact))
+            out = run_exclusive(lambda: translate_pil(registry.load_model(model, device), img,
+                                                      precision=precision, uint8=uint8))
             Image.fromarray(out).save(target)
             report.written.append(target)
         except (InputError, OSError) as exc:
