@@ -53,10 +53,13 @@ def build_app():
     import gradio as gr
 
     from demos.common import AppContext
-    from engine import config
+    from engine import config, imageio
+
+    imageio.limit_decoders()  # Gradio decodes webcam frames itself: PIL refuses anything over 2x the pixel limit
 
     ctx = AppContext(data_dir=config.data_dir(), device=os.environ.get("ENGINE_DEVICE"))
-    with gr.Blocks(title="GAN studio") as demo:
+    # uploads and outputs in Gradio's cache are deleted an hour after they were made (checked every 15 minutes)
+    with gr.Blocks(title="GAN studio", delete_cache=(900, 3600)) as demo:
         gr.Markdown("# GAN studio\nStyle transfer, unpaired translation and dense alignment — the papers' official "
                     "checkpoints on one engine, on CPU or GPU.")
         for label, module_name in TABS:

@@ -16,14 +16,24 @@ import gradio as gr
 
 from engine import registry
 from engine.errors import Cancelled, EngineError
+from engine import queue
 from engine.queue import GRADIO_CONCURRENCY_ID
 
 log = logging.getLogger("gan-studio")
 
-# Every event that runs engine work shares one Gradio queue: one job at a time, other tabs wait their turn.
+# How events reach the engine. Gradio queues them in three lanes; inside, every step (an image, a video frame or
+# batch, a webcam frame) takes the engine lock in arrival order (engine.queue.FairLock), so the engine runs one
+# step at a time and a step waits at most for the steps queued before it:
+# - single images (short jobs): one at a time, in their own lane, so they are never stuck behind a whole video;
+# - long jobs (videos, galleries): one at a time; their steps interleave with the short jobs' and the streams';
+# - webcam streams: no Gradio limit; a stream holds the engine only while one of its frames runs, so an idle or
+#   closed stream holds nothing. Frames that arrive while the previous one is still running are dropped by Gradio
+#   (only the latest is kept).
 ENGINE_QUEUE = {"concurrency_id": GRADIO_CONCURRENCY_ID, "concurrency_limit": 1}
-# Streaming (webcam) events use the same engine queue; frames that arrive while it is busy are dropped by Gradio.
-STREAM_QUEUE = {**ENGINE_QUEUE, "stream_every": 0.1, "time_limit": 120}
+LONG_QUEUE = {"concurrency_id": GRADIO_CONCURRENCY_ID + "-long", "concurrency_limit": 1}
+STREAM_QUEUE = {"concurrency_id": GRADIO_CONCURRENCY_ID + "-stream", "concurrency_limit": None,
+                "stream_every": 0.1, "time_limit": 120}
+ENGINE_LANES = tuple(q["concurrency_id"] for q in (ENGINE_QUEUE, LONG_QUEUE, STREAM_QUEUE))
 
 
 @dataclass
@@ -91,7 +101,6 @@ def guarded(fn):
     return wrapper
 
 
-_job = threading.local()  # .cancelled: a callable telling whether the cancellable job in this thread was cancelled
 ABANDONED_AFTER_S = 3.0  # a job whose generator Gradio stopped resuming for this long is treated as cancelled
 
 
@@ -101,12 +110,11 @@ def progress_callback(progress: "gr.Progress | None"):
     Inside a :func:`cancellable` handler the callback also raises ``Cancelled`` once the user cancelled the event,
     which stops the engine work at its next progress report (and releases the engine queue).
     """
-    cancelled = getattr(_job, "cancelled", None)
-    if progress is None and cancelled is None:
+    if progress is None and not queue.in_cancel_scope():
         return None
 
     def report(fraction: float, desc: str = "") -> None:
-        if cancelled is not None and cancelled():
+        if queue.is_cancelled():
             raise Cancelled("Cancelled.")
         if progress is not None:
             progress(float(fraction), desc=desc)
@@ -115,12 +123,14 @@ def progress_callback(progress: "gr.Progress | None"):
 
 
 def cancellable(n_outputs: int, poll: float = 0.25):
-    """Decorator for long handlers (video, galleries): run the work in a thread and wait as a generator.
+    """Decorator for every handler that runs engine work: run it in a thread and wait as a generator.
 
-    Cancelling the event (Stop, ``Job.cancel()``, a closed browser tab) makes Gradio close the generator or stop
-    resuming it. Either way the job's progress callback then raises ``Cancelled``, so the engine work stops at its
-    next progress report instead of running on in the background. Apply it outside ``guarded``:
-    ``@cancellable(2)`` then ``@guarded``.
+    Cancelling the event (Stop, ``Job.cancel()``, a closed browser tab or a dropped client) makes Gradio close the
+    generator or stop resuming it. Either way the job's engine cancel token (engine.queue.cancel_scope) turns
+    true, so the work stops at its next check: a progress report, a step waiting for the engine (it leaves the
+    queue), or the next layer of a network (every model's modules check it), instead of running on in the
+    background. Apply it outside ``guarded``: ``@cancellable(2)`` then ``@guarded``; single-image handlers that
+    tests call directly are wrapped where the event is registered: ``run.click(cancellable(3)(fn), ...)``.
     """
     skip = tuple(gr.skip() for _ in range(n_outputs)) if n_outputs > 1 else gr.skip()
 
@@ -135,13 +145,11 @@ def cancellable(n_outputs: int, poll: float = 0.25):
                 return closed.is_set() or time.monotonic() - resumed[0] > ABANDONED_AFTER_S
 
             def work():
-                _job.cancelled = cancelled
                 try:
-                    box["value"] = fn(*args, **kwargs)
+                    with queue.cancel_scope(cancelled):
+                        box["value"] = fn(*args, **kwargs)
                 except BaseException as exc:  # noqa: BLE001 - re-raised in the generator
                     box["error"] = exc
-                finally:
-                    _job.cancelled = None
 
             thread = threading.Thread(target=contextvars.copy_context().run, args=(work,), daemon=True,
                                       name=f"job-{fn.__name__}")

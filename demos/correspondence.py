@@ -7,7 +7,7 @@ import importlib.util
 
 import gradio as gr
 
-from demos.common import ENGINE_QUEUE, AppContext, guarded, progress_callback
+from demos.common import ENGINE_QUEUE, AppContext, cancel_button, cancellable, guarded, progress_callback
 from engine import imageio
 from engine.correspondence import get_backend, list_backends, visualise
 
@@ -122,8 +122,10 @@ def build(ctx: AppContext) -> None:
                            interactive=False)
     point = gr.Markdown()
     state = gr.State(None)
-    run.click(match_images, [backend, a_in, b_in], [view_a, view_b, conf, click_a, click_b, point, note, state],
-              api_name="match", **ENGINE_QUEUE)
+    match_event = run.click(cancellable(8)(match_images), [backend, a_in, b_in],
+                            [view_a, view_b, conf, click_a, click_b, point, note, state], api_name="match",
+                            **ENGINE_QUEUE)
+    cancel_button(match_event)
     click_a.select(click_point, [state], [click_a, click_b, point], api_name="match_point")
     if importlib.util.find_spec("demos.gangealing_panels") is not None:
         from demos.gangealing_panels import build_congeal_panel

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from demos.common import ENGINE_QUEUE, AppContext, guarded, model_choices, progress_callback
+from demos.common import ENGINE_QUEUE, AppContext, cancel_button, cancellable, guarded, model_choices, progress_callback
 from engine.errors import InputError
 
 TASK = "congeal"
@@ -99,4 +99,6 @@ def build_congeal_panel(ctx: AppContext) -> None:
             correspondence = gr.Image(label="The model's labelled average carried onto the image", type="numpy",
                                       interactive=False)
             quality = gr.Markdown()
-    button.click(congeal, [image, model, resolution, flip], [aligned, flow, correspondence, quality], **ENGINE_QUEUE)
+    event = button.click(cancellable(4)(congeal), [image, model, resolution, flip],
+                         [aligned, flow, correspondence, quality], **ENGINE_QUEUE)
+    cancel_button(event)

@@ -7,7 +7,7 @@ import gradio as gr
 import numpy as np
 
 from demos.common import (
-    ENGINE_QUEUE, STREAM_QUEUE, AppContext, cancel_button, cancellable, guarded,
+    LONG_QUEUE, STREAM_QUEUE, AppContext, cancel_button, cancellable, guarded,
     progress_callback,
 )
 from demos.correspondence import _usable, backend_choices, load_working_image
@@ -18,6 +18,7 @@ from engine.queue import run_exclusive
 
 MAX_SIDE = 512
 VIDEO_MAX_SIDE = 384
+MAX_TARGETS = 64  # images per propagation request (checked before any is loaded)
 
 INTRO = """### Edit propagation
 1. Choose a backend. *Classic (no weights)*: upload a **reference** image below and paint on it. *GANgealing*: press
@@ -61,6 +62,8 @@ def load_canvas(backend_name):
 @cancellable(2)
 @guarded
 def propagate_images(backend_name, editor, sticker, opacity, targets, progress=gr.Progress()):
+    if targets and len(targets) > MAX_TARGETS:
+        raise InputError(f"{len(targets)} target images; at most {MAX_TARGETS} per request.")
     backend = _usable(backend_name)
     edit, reference = _edit_and_reference(backend, editor, sticker)
     if not targets:
@@ -132,9 +135,11 @@ def webcam_frame(frame, backend_name, editor, sticker, opacity, state, flow_meth
     return run_exclusive(state["stream"], frame), state
 
 
+@guarded
 def capture(frame):
     if frame is None:
         raise gr.Error("Start the webcam first.")
+    frame = load_working_image(frame, "(webcam frame)", max_side=MAX_SIDE)  # the size the editor works at
     return {"background": frame, "layers": [], "composite": frame}
 
 
@@ -243,7 +248,7 @@ def build(ctx: AppContext) -> None:
         if target_sets:
             gr.Examples(target_sets, [targets], label="Example targets (faces, cats, dogs)")
         images_event = run.click(propagate_images, [backend, editor, sticker, opacity, targets], [out_gallery, note],
-                                 api_name="propagate_images", **ENGINE_QUEUE)
+                                 api_name="propagate_images", **LONG_QUEUE)
         cancel_button(images_event)
 
     with gr.Tab("Video"):
@@ -262,7 +267,7 @@ def build(ctx: AppContext) -> None:
         use_first.click(first_frame, [video_in], [editor])
         video_event = run_video.click(propagate_video, [backend, editor, sticker, opacity, video_in, seconds, flow_method,
                                                         reanchor], [video_out, video_note], api_name="propagate_video",
-                                      **ENGINE_QUEUE)
+                                      **LONG_QUEUE)
         cancel_button(video_event)
 
     with gr.Tab("Webcam"):

@@ -16,7 +16,7 @@ import numpy as np
 import gradio as gr
 
 from demos.common import (
-    ENGINE_QUEUE, STREAM_QUEUE, AppContext, cancel_button, cancellable, guarded,
+    ENGINE_QUEUE, LONG_QUEUE, STREAM_QUEUE, AppContext, cancel_button, cancellable, guarded,
     progress_callback,
 )
 from engine import registry, weights
@@ -341,7 +341,9 @@ def build(ctx: AppContext) -> None:
                             + CACHE_HELP)
                 image_inputs = [editor, mask_file, spatial, *style_inputs, alpha, preserve, max_side, style_size,
                                 model_choice]
-                run.click(stylize_image, image_inputs, [output, info], api_name="stylize_image", **ENGINE_QUEUE)
+                image_event = run.click(cancellable(2)(stylize_image), image_inputs, [output, info],
+                                        api_name="stylize_image", **ENGINE_QUEUE)
+                cancel_button(image_event)
                 rows, labels = _image_examples(ctx)
                 if rows:
                     example_inputs = [editor, *style_boxes, *style_inputs[1::2], alpha, preserve, spatial, mask_file]
@@ -352,8 +354,8 @@ def build(ctx: AppContext) -> None:
                     event = examples.load_input_event
                     if unset:
                         event = event.then(_clear(len(unset)), None, unset, api_visibility="private", queue=False)
-                    event.then(stylize_image, image_inputs, [output, info], api_visibility="undocumented",
-                               **ENGINE_QUEUE)
+                    event.then(cancellable(2)(stylize_image), image_inputs, [output, info],
+                               api_visibility="undocumented", **ENGINE_QUEUE)
 
             with gr.Tab("Video"):
                 with gr.Row():
@@ -369,7 +371,7 @@ def build(ctx: AppContext) -> None:
                 video_inputs = [video_in, *style_inputs, alpha, preserve, style_size, video_side, seconds, video_smooth,
                                 model_choice]
                 video_event = run_video.click(stylize_video, video_inputs, [video_out, video_info],
-                                              api_name="stylize_video", **ENGINE_QUEUE)
+                                              api_name="stylize_video", **LONG_QUEUE)
                 cancel_button(video_event)
                 clip = ctx.data("adain-examples", "input", "videos", "cutBunny.mp4")
                 style_ex = ctx.data("adain-examples", "input", "style", "la_muse.jpg")
@@ -380,7 +382,7 @@ def build(ctx: AppContext) -> None:
                     vex.load_input_event.then(
                         _clear(N_STYLES - 1), None, style_boxes[1:], api_visibility="private", queue=False,
                     ).then(stylize_video, video_inputs, [video_out, video_info], api_visibility="undocumented",
-                           **ENGINE_QUEUE)
+                           **LONG_QUEUE)
 
             with gr.Tab("Webcam"):
                 gr.Markdown("Live stylisation of your webcam with the styles on the left. Press *record* on the "

@@ -8,7 +8,7 @@ from __future__ import annotations
 import gradio as gr
 
 from demos.common import (
-    ENGINE_QUEUE, AppContext, cancel_button, cancellable, guarded, model_choices,
+    ENGINE_QUEUE, LONG_QUEUE, AppContext, cancel_button, cancellable, guarded, model_choices,
     progress_callback, usable_models, weights_notice,
 )
 from engine import spectrum
@@ -138,7 +138,9 @@ def build(ctx: AppContext) -> None:
             plot = gr.LinePlot(x="frequency", y="power_db", color="image", x_title="spatial frequency (cycles/pixel)",
                                y_title="power (dB, relative)", height=320, label="Azimuthally averaged spectrum")
             summary = gr.Markdown()
-        run.click(translate_one, [image, model, max_side, precision], [slider, plot, summary], **ENGINE_QUEUE)
+        one_event = run.click(cancellable(3)(translate_one), [image, model, max_side, precision],
+                              [slider, plot, summary], **ENGINE_QUEUE)
+        cancel_button(one_event)
 
     with gr.Tab("Several images"):
         with gr.Row():
@@ -151,7 +153,7 @@ def build(ctx: AppContext) -> None:
         pairs = gr.State([])
         pair_view = gr.ImageSlider(label="Selected: input ↔ output", type="numpy", max_height=360, interactive=False)
         many_event = run_many.click(translate_gallery, [gallery_in, model, max_side, precision],
-                                    [gallery_out, pairs, pair_view, status_many], **ENGINE_QUEUE)
+                                    [gallery_out, pairs, pair_view, status_many], **LONG_QUEUE)
         cancel_button(many_event)
         gallery_out.select(show_pair, [pairs], [pair_view])
 
@@ -165,6 +167,5 @@ def build(ctx: AppContext) -> None:
         run_video = gr.Button("Translate video", variant="primary")
         status_video = gr.Markdown()
         video_event = run_video.click(translate_clip, [video_in, model, max_side, seconds, precision],
-                                      [video_out, status_video],
-                                      **ENGINE_QUEUE)
+                                      [video_out, status_video], **LONG_QUEUE)
         cancel_button(video_event)

@@ -52,7 +52,9 @@ def _open(src: ImageSource, max_pixels: int | None) -> Image.Image:
         fp, name = path, path.name
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # the size check is ours (next line, before any pixel is decoded); PIL's error above twice its own
+            # MAX_IMAGE_PIXELS still stops bombs (the app sets that to the engine limit: limit_decoders())
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(fp)
             _check_pixels(*img.size, max_pixels)
             img.load()
@@ -65,6 +67,13 @@ def _open(src: ImageSource, max_pixels: int | None) -> Image.Image:
     except (OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"{name} could not be decoded (truncated or corrupt file): {exc}") from exc
     return img
+
+
+def limit_decoders() -> None:
+    """Make PIL refuse, before allocating, any image above twice the engine's pixel limit, wherever it is decoded
+    (also in Gradio's own preprocessing of numpy/PIL-typed inputs such as webcam frames, which runs before a
+    handler can check the size). Called once by the app."""
+    Image.MAX_IMAGE_PIXELS = config.max_pixels()
 
 
 def _from_array(arr: np.ndarray, max_pixels: int | None) -> Image.Image:

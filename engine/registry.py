@@ -176,6 +176,9 @@ def load_model(name: str, device=None, progress=None):
         model = build_model(name, files).to(device).eval()
         for p in model.parameters():
             p.requires_grad_(False)
+        from .queue import add_cancel_points
+
+        add_cancel_points(model)  # a cancelled job stops at its next layer
         with _cache_guard:
             _cache[key] = model
         return model

@@ -64,6 +64,12 @@ def probe(path: str | os.PathLike) -> VideoInfo:
         container.close()
 
 
+def _check_frame_size(path, width: int, height: int, limit: int) -> None:
+    if width * height > limit:
+        raise InputError(f"{Path(path).name} has {width}x{height} frames ({width * height / 1e6:.3g} megapixels), "
+                         f"over the limit of {limit / 1e6:.3g} MP per frame. Resize the video first.")
+
+
 def read_frames(path: str | os.PathLike, *, max_frames: int | None = None, max_seconds: float | None = None,
                 max_side: int | None = None) -> Iterator[np.ndarray]:
     """Decode frames as (H, W, 3) uint8 RGB; stops after ``max_frames`` or ``max_seconds`` of video."""
@@ -71,7 +77,10 @@ def read_frames(path: str | os.PathLike, *, max_frames: int | None = None, max_s
 
     from .imageio import resize_max_side
 
+    from .config import max_pixels
+
     info = probe(path)
+    _check_frame_size(path, info.width, info.height, max_pixels())
     limit = max_frames or 10**9
     if max_seconds:
         limit = min(limit, max(1, int(max_seconds * float(info.fps) + 1e-6)))
@@ -81,6 +90,7 @@ def read_frames(path: str | os.PathLike, *, max_frames: int | None = None, max_s
         for frame in container.decode(video=0):
             if count >= limit:
                 break
+            _check_frame_size(path, frame.width, frame.height, max_pixels())  # before it is converted to RGB
             img = frame.to_image()
             if max_side:
                 img = resize_max_side(img, max_side)
@@ -96,14 +106,34 @@ def read_frames(path: str | os.PathLike, *, max_frames: int | None = None, max_s
         raise InputError(f"{Path(path).name} has no decodable video frames.")
 
 
+OUTPUT_TTL_S = 3600.0  # temporary outputs older than this are deleted when the next one is made
+
+
+def temp_output(suffix: str) -> Path:
+    """A new temporary output file in the engine's own temp folder; files there older than OUTPUT_TTL_S are
+    removed first (the app hands outputs to Gradio, which copies them into its own, separately cleaned cache)."""
+    import time
+
+    folder = Path(tempfile.gettempdir()) / "gan-studio-outputs"
+    folder.mkdir(exist_ok=True)
+    now = time.time()
+    for old in folder.glob("gan-studio-*"):
+        try:
+            if now - old.stat().st_mtime > OUTPUT_TTL_S:
+                old.unlink()
+        except OSError:
+            continue  # removed by another process meanwhile
+    fd, name = tempfile.mkstemp(suffix=suffix, prefix="gan-studio-", dir=folder)
+    os.close(fd)
+    return Path(name)
+
+
 class VideoWriter:
     """Write RGB frames to a browser-playable MP4. Odd sizes are padded by one edge pixel (yuv420p needs even)."""
 
     def __init__(self, path: str | os.PathLike | None = None, fps: Fraction | float = DEFAULT_FPS, crf: int = 20):
         if path is None:
-            fd, name = tempfile.mkstemp(suffix=".mp4", prefix="gan-studio-")
-            os.close(fd)
-            path = name
+            path = temp_output(".mp4")
         self.path = Path(path)
         self.fps = Fraction(fps).limit_denominator(1001) if not isinstance(fps, Fraction) else fps
         self.crf = crf

@@ -23,14 +23,15 @@ def test_tab_builds_with_the_engine_queue(random_weights):
     import gradio as gr
 
     from demos import translate as D
-    from demos.common import AppContext
-    from engine.queue import GRADIO_CONCURRENCY_ID
+    from demos.common import ENGINE_QUEUE, LONG_QUEUE, AppContext
 
     with gr.Blocks() as demo:
         D.build(AppContext(data_dir=None))
     engine_fns = [fn for fn in demo.fns.values() if fn.name in ("translate_one", "translate_gallery", "translate_clip")]
     assert len(engine_fns) == 3
-    assert all(fn.concurrency_id == GRADIO_CONCURRENCY_ID for fn in engine_fns)
+    lanes = {fn.name: (fn.concurrency_id, fn.concurrency_limit) for fn in engine_fns}
+    assert lanes["translate_one"] == (ENGINE_QUEUE["concurrency_id"], 1)        # single images: the short lane
+    assert lanes["translate_gallery"] == lanes["translate_clip"] == (LONG_QUEUE["concurrency_id"], 1)
     sliders = [b for b in demo.blocks.values() if isinstance(b, gr.ImageSlider)]
     assert len(sliders) == 2
     choices, default = D._choices()

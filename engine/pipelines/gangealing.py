@@ -57,6 +57,7 @@ DEFAULT_SIGMA = 1.3          # official propagate_to_images default at 256
 ROUGHNESS_LIMIT = 0.5        # px/px: neighbouring congealed pixels' sources move 50 % apart -> folds / tears likely
 TV_LIMIT = (ROUGHNESS_LIMIT / 128) ** 2   # the same limit on the TV score (flow_size 128): 1.5e-5
 OUTSIDE_LIMIT = 0.5          # fraction of the congealed view sampled outside the image
+FRAME_MAX_SIDE = 2048        # the padded square is never built larger: a bigger image is shrunk first (memory)
 
 
 def model_settings(model: GANgealing | str) -> PretrainedSettings:
@@ -188,7 +189,12 @@ def _as_rgb_array(img, what: str = "image") -> np.ndarray:
 
 
 def frame(img, resolution: int, device: torch.device) -> Framed:
-    """Edge-pad to a centred square and resize to ``resolution`` (anti-aliased)."""
+    """Edge-pad to a centred square and resize to ``resolution`` (anti-aliased).
+
+    Memory stays bounded by the image itself: an image whose long side is above ``FRAME_MAX_SIDE`` is shrunk to
+    that side before it is padded (a thin 20000 x 8 strip would otherwise become a 20000 x 20000 square first);
+    the two-step resize moves the square's content by under 1/8 of a working pixel.
+    """
     arr = _as_rgb_array(img)
     if not arr.flags.writeable or not arr.flags.c_contiguous:
         arr = np.array(arr, copy=True, order="C")
@@ -196,13 +202,49 @@ def frame(img, resolution: int, device: torch.device) -> Framed:
     h, w = arr.shape[:2]
     side = max(h, w)
     top, left = (side - h) // 2, (side - w) // 2
-    sq = t
-    if h != w:
-        sq = F.pad(t, (left, side - w - left, top, side - h - top), mode="replicate")
-    if side != resolution:
+    src, sq_side = t, side
+    if side > max(FRAME_MAX_SIDE, resolution):
+        k = FRAME_MAX_SIDE / side
+        src = F.interpolate(t, size=(max(1, round(h * k)), max(1, round(w * k))), mode="bilinear",
+                            align_corners=False, antialias=True)
+        sq_side = FRAME_MAX_SIDE
+    sh, sw = src.shape[-2:]
+    sq = src
+    if sh != sw or sh != sq_side:
+        st, sl = (sq_side - sh) // 2, (sq_side - sw) // 2
+        sq = F.pad(src, (sl, sq_side - sw - sl, st, sq_side - sh - st), mode="replicate")
+    if sq_side != resolution:
         sq = F.interpolate(sq, size=(resolution, resolution), mode="bilinear", align_corners=False,
-                           antialias=side > resolution)
+                           antialias=sq_side > resolution)
     return Framed(x=sq.clamp(0, 1) * 2 - 1, image=t, side=side, top=top, left=left)
+
+
+def _resample_axis(t: torch.Tensor, coords: torch.Tensor, dim: int) -> torch.Tensor:
+    """Linear interpolation of ``t`` along ``dim`` at source positions ``coords`` (clamped to the edges)."""
+    n = t.shape[dim]
+    c = coords.to(t.device, torch.float32).clamp(0, n - 1)
+    i0 = c.floor().long()
+    i1 = (i0 + 1).clamp(max=n - 1)
+    shape = [1] * t.dim()
+    shape[dim] = -1
+    a = t.index_select(dim, i0)
+    return a + (t.index_select(dim, i1) - a) * (c - i0).view(shape)
+
+
+def square_to_image(maps: torch.Tensor, fr: Framed) -> torch.Tensor:
+    """Maps over the working square (N, C, S, S) -> over the original image's pixels (N, C, H, W).
+
+    The same values as bilinearly resizing to the padded side x side square (align_corners=False) and cropping the
+    image out, computed separably for the image's rows and columns only, so memory is O(H * W), not O(side^2).
+    """
+    h, w = fr.size
+    s = maps.shape[-1]
+    if fr.side == s:
+        return maps[:, :, fr.top:fr.top + h, fr.left:fr.left + w]
+    scale = s / fr.side
+    rows = (torch.arange(h, dtype=torch.float64) + fr.top + 0.5) * scale - 0.5
+    cols = (torch.arange(w, dtype=torch.float64) + fr.left + 0.5) * scale - 0.5
+    return _resample_axis(_resample_axis(maps, rows, 2), cols, 3)
 
 
 def grid_to_pixels(grid: torch.Tensor, size: int) -> torch.Tensor:
@@ -354,11 +396,7 @@ def stage_splat(points: torch.Tensor, edit: PreparedEdit, size: int, sigma,
 
 def stage_blend(fr: Framed, colour: torch.Tensor, alpha: torch.Tensor, opacity: float) -> torch.Tensor:
     """Composite the edit layer over the original image: (1, 3, H, W) in [0, 1]."""
-    layer = torch.cat([colour * alpha, alpha], 1)
-    if fr.side != fr.resolution:
-        layer = F.interpolate(layer, size=(fr.side, fr.side), mode="bilinear", align_corners=False)
-    h, w = fr.size
-    layer = layer[:, :, fr.top:fr.top + h, fr.left:fr.left + w] * float(opacity)
+    layer = square_to_image(torch.cat([colour * alpha, alpha], 1), fr) * float(opacity)
     return (layer[:, :3] + (1 - layer[:, 3:]) * fr.image).clamp(0, 1)
 
 
@@ -622,9 +660,7 @@ def correspond(model, a, b, *, resolution: int = DEFAULT_RESOLUTION, flip: bool 
             conf = conf * 0.5
         # A-square -> A original resolution
         maps = torch.cat([pb.permute(0, 3, 1, 2), conf.unsqueeze(1)], 1)
-        maps = F.interpolate(maps, size=(fa.side, fa.side), mode="bilinear", align_corners=False)
-        ha, wa = fa.size
-        maps = maps[:, :, fa.top:fa.top + ha, fa.left:fa.left + wa]
+        maps = square_to_image(maps, fa)
         flow = maps[0, :2].permute(1, 2, 0).cpu().numpy().astype(np.float32)
         confidence = maps[0, 2].clamp(0, 1).cpu().numpy().astype(np.float32)
         return Correspondence(flow=flow, confidence=confidence, quality_a=qa, quality_b=qb,

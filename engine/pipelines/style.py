@@ -316,8 +316,13 @@ def _image_hash(img: Image.Image) -> str:
 
 
 def _resize_style(img: Image.Image, style_size: int | None) -> Image.Image:
-    img = imageio.resize_short_side(img, style_size) if style_size else img
-    return imageio.resize_max_side(img, STYLE_MAX_SIDE)
+    """Short side to ``style_size`` (0/None = keep), long side capped at STYLE_MAX_SIDE, in one resize: the cap is
+    applied before anything is enlarged, so a thin 4000 x 8 strip becomes 2048 x 4, never 256000 x 512 first."""
+    w, h = img.size
+    scale = style_size / min(w, h) if style_size else 1.0
+    scale = min(scale, STYLE_MAX_SIDE / max(w, h)) if max(w, h) * scale > STYLE_MAX_SIDE else scale
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return img if size == img.size else img.resize(size, Image.Resampling.LANCZOS)
 
 
 def _as_list(styles) -> list:
