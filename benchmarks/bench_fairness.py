@@ -57,13 +57,13 @@ def short_request(client, pic: str, cap: float) -> float:
 
 
 def stream_inputs(frame: dict, style: dict) -> list:
-    # stylize_webcam_frame: cam, (style, weight) x4, alpha, preserve, style size, frame side, smoothing, state
-    return [frame, style, 1.0, None, 1.0, None, 1.0, None, 1.0, 1.0, False, 128, 128, 0.0, None]
+    # stylize_webcam_frame: cam, (style, weight) x4, alpha, preserve, style size, frame side, smoothing, state, model
+    return [frame, style, 1.0, None, 1.0, None, 1.0, None, 1.0, 1.0, False, 128, 128, 0.0, None, "adain"]
 
 
 def style_inputs(content: dict, style: dict, max_side: int) -> list:
     editor = {"background": content, "layers": [], "composite": content}
-    return [editor, None, False, style, 1.0, None, 1.0, None, 1.0, None, 1.0, 1.0, False, max_side, 128]
+    return [editor, None, False, style, 1.0, None, 1.0, None, 1.0, None, 1.0, 1.0, False, max_side, 128, "adain"]
 
 
 def main() -> None:

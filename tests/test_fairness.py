@@ -144,8 +144,8 @@ def _timed_translate(client, pic: str, limit: float) -> float:
 
 
 def _stream_inputs(frame: dict, style: dict) -> list:
-    # stylize_webcam_frame: cam, (style, weight) x4, alpha, preserve, style size, frame side, smoothing, state
-    return [frame, style, 1.0, None, 1.0, None, 1.0, None, 1.0, 1.0, False, 128, 128, 0.0, None]
+    # stylize_webcam_frame: cam, (style, weight) x4, alpha, preserve, style size, frame side, smoothing, state, model
+    return [frame, style, 1.0, None, 1.0, None, 1.0, None, 1.0, 1.0, False, 128, 128, 0.0, None, "adain"]
 
 
 def _wait(predicate, seconds: float) -> bool:
@@ -207,7 +207,7 @@ def test_a_disconnected_clients_large_job_stops_and_the_next_job_runs(app_url, t
     content = upload(url, _picture(tmp_path / "large.png", 2048, 2048, 3))
     style = upload(url, _picture(tmp_path / "style.png", 128, 128, 2))
     editor = {"background": content, "layers": [], "composite": content}
-    inputs = [editor, None, False, style, 1.0, None, 1.0, None, 1.0, None, 1.0, 1.0, False, 0, 128]
+    inputs = [editor, None, False, style, 1.0, None, 1.0, None, 1.0, None, 1.0, 1.0, False, 0, 128, "adain"]
     queue.stats.reset()
     big = Session(url, fn_index(demo, "stylize_image")).join(inputs)
     assert _wait(lambda: queue.stats.active > 0, 60), "the large job never started"
