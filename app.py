@@ -53,6 +53,7 @@ def build_app():
     import gradio as gr
 
     from demos.common import AppContext
+    from demos.guard import guard_app
     from engine import config, imageio
 
     imageio.limit_decoders()  # Gradio decodes webcam frames itself: PIL refuses anything over 2x the pixel limit
@@ -69,6 +70,7 @@ def build_app():
                 except Exception as exc:  # one broken tab must not take the app down
                     logging.getLogger("gan-studio").exception("tab %s failed to build", label)
                     gr.Markdown(f"⚠️ This tab could not be built: `{type(exc).__name__}: {exc}`")
+    guard_app(demo)  # every handler and component: clear messages, no paths, uploads validated by the engine
     demo.queue(default_concurrency_limit=4)
     return demo
 

@@ -6,6 +6,7 @@ import functools
 import inspect
 import logging
 import os
+import re
 import threading
 import time
 import traceback
@@ -58,46 +59,96 @@ class AppContext:
         return files[:limit] if limit else files
 
 
+# An absolute path (POSIX or Windows; file:// is dropped first): a slash not preceded by a word character, a dot, a
+# colon or another slash (so "3/10", "A/B", URLs and "horse->zebra" are left alone), then one or more segments.
+_PATH = re.compile(r"(?:(?<![\w.:/\\>])/|\b[A-Za-z]:\\)(?:[^\s/\\'\"`<>|,;()\[\]{}]+[/\\]?)+")
+MAX_MESSAGE = 600
+
+
+def _last_part(match: "re.Match") -> str:
+    text = match.group(0)
+    parts = [p for p in re.split(r"[/\\]", text) if p]
+    return (parts[-1] + ("/" if text[-1] in "/\\" else "")) if parts else "…"
+
+
+def sanitise(message: str) -> str:
+    """A message safe to show: absolute paths become their last part (a file name), ``<...>`` cannot form HTML
+    (Gradio renders error messages as HTML), and it is at most MAX_MESSAGE characters."""
+    text = _PATH.sub(_last_part, re.sub(r"\bfile://", "", str(message)))
+    text = re.sub(r"<([^<>]{0,300})>", "‹\\1›", text).replace("<", "‹")
+    if len(text) > MAX_MESSAGE:
+        text = text[: MAX_MESSAGE - 1] + "…"
+    return text.strip() or "The request failed."
+
+
 def user_message(exc: BaseException) -> str:
-    """The text a user sees for an exception raised by engine work."""
+    """The text a user sees for an exception raised by engine work (sanitised: no server paths, no HTML)."""
+    if isinstance(exc, gr.Error):
+        return sanitise(exc.message)
     if isinstance(exc, EngineError):
-        return str(exc)
+        return sanitise(str(exc))
     from engine.device import is_oom  # lazy: the tab modules stay free of torch at import time
 
     if is_oom(exc):
         return "Out of memory while running the model. Lower the max-side setting or use fewer images."
-    return f"Internal error ({type(exc).__name__}): {exc}. The app is still running; please report this."
+    return sanitise(f"Internal error ({type(exc).__name__}): {exc}. The app is still running; please report this.")
+
+
+GUARD_MARK = "__gan_studio_guarded__"
 
 
 def guarded(fn):
     """Wrap an event handler so engine errors become a clear gr.Error and the server never crashes.
 
-    Works for plain functions and generators (streaming / progressive outputs). The wrapped signature is kept so
-    Gradio still injects gr.Progress.
+    Works for plain and async functions and generators (streaming / progressive outputs). The wrapped signature is
+    kept so Gradio still injects gr.Progress. Every message is sanitised (:func:`sanitise`); the full details of an
+    unexpected error go to the server log, a user mistake (an EngineError) is logged in one line without traceback.
+    ``demos.guard.guard_app`` applies this to every event of the app.
     """
+    if getattr(fn, GUARD_MARK, False):
+        return fn
+    name = getattr(fn, "__name__", "handler")
 
     def _fail(exc: BaseException):
         if isinstance(exc, gr.Error):
-            raise exc
-        if not isinstance(exc, EngineError):
-            log.error("handler %s failed:\n%s", fn.__name__, traceback.format_exc())
+            raise gr.Error(sanitise(exc.message), duration=exc.duration, visible=exc.visible, title=exc.title,
+                           print_exception=False) from exc
+        if isinstance(exc, EngineError):
+            log.info("handler %s refused the request: %s", name, exc)
+        else:
+            log.error("handler %s failed:\n%s", name, traceback.format_exc())
         raise gr.Error(user_message(exc), print_exception=False) from exc
 
-    if inspect.isgeneratorfunction(fn):
+    if inspect.isasyncgenfunction(fn):
         @functools.wraps(fn)
-        def gen_wrapper(*args, **kwargs):
+        async def wrapper(*args, **kwargs):
+            try:
+                async for item in fn(*args, **kwargs):
+                    yield item
+            except Exception as exc:  # noqa: BLE001 - converted for the user
+                _fail(exc)
+    elif inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
             try:
                 yield from fn(*args, **kwargs)
             except Exception as exc:  # noqa: BLE001 - converted for the user
                 _fail(exc)
-        return gen_wrapper
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - converted for the user
-            _fail(exc)
+    elif inspect.iscoroutinefunction(fn):
+        @functools.wraps(fn)
+        async def wrapper(*args, **kwargs):
+            try:
+                return await fn(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - converted for the user
+                _fail(exc)
+    else:
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - converted for the user
+                _fail(exc)
+    setattr(wrapper, GUARD_MARK, True)
     return wrapper
 
 

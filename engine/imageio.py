@@ -121,6 +121,17 @@ def to_rgb(img: Image.Image, background: tuple[int, int, int] = BACKGROUND) -> I
     return img.convert("RGB")
 
 
+def check_image(src: ImageSource, max_pixels: int | None = None) -> tuple[int, int]:
+    """Decode ``src`` fully with the checks of :func:`load_image` (empty, truncated or corrupt, not an image,
+    decompression bombs in the pixels or in metadata chunks such as iCCP/zTXt, over the pixel limit), without
+    converting it; returns (width, height). The app runs it on every uploaded image before Gradio decodes it."""
+    img = _open(src, max_pixels)
+    size = img.size
+    if not isinstance(src, Image.Image):
+        img.close()
+    return size
+
+
 def load_image(src: ImageSource, max_pixels: int | None = None, *, min_side: int = 1) -> Image.Image:
     """Open and validate an image from a path, bytes, PIL image or array; returns an upright RGB PIL image.
 

@@ -124,7 +124,13 @@ def _echo(method, a, b, init):
     return np.zeros((*a.shape, 2), np.float32)
 
 
-_OPS = {"flow": _flow_native, "echo": _echo, "crash": _crash_for_tests, "ping": lambda: "pong"}
+def _check_video(path: str):
+    from .videoio import check_video_here
+
+    return check_video_here(path)
+
+
+_OPS = {"flow": _flow_native, "check_video": _check_video, "echo": _echo, "crash": _crash_for_tests, "ping": lambda: "pong"}
 
 
 def _serve(conn) -> None:  # the worker's main loop
@@ -136,7 +142,9 @@ def _serve(conn) -> None:  # the worker's main loop
         try:
             conn.send(("ok", _OPS[op](*args)))
         except Exception as exc:  # noqa: BLE001 - reported to the caller, the worker keeps serving
-            conn.send(("error", (type(exc).__name__, str(exc))))
+            from .errors import EngineError
+
+            conn.send(("engine", exc) if isinstance(exc, EngineError) else ("error", (type(exc).__name__, str(exc))))
 
 
 # ---- the worker handle (in the server) -----------------------------------------------------------------------------
@@ -189,6 +197,8 @@ class _Worker:
                 signal = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
                 raise NativeCrash(f"The {op} step crashed in native code ({signal}) on this input; this job "
                                   "failed, the app is still running.") from exc
+        if status == "engine":  # an EngineError raised there (e.g. InputError): the same error here
+            raise value
         if status == "error":
             name, message = value
             if name in ("ValueError", "error"):  # cv2.error: OpenCV refused the input

@@ -21,6 +21,10 @@ from .errors import InputError
 
 Progress = Callable[[float, str], None] | None
 DEFAULT_FPS = Fraction(25, 1)
+MIN_VIDEO_SIDE = 16        # thinner frames are degenerate (and crash native optical flow / resizers)
+MAX_VIDEO_SIDE = 8192      # per side; frames are also held to ENGINE_MAX_PIXELS
+MAX_VIDEO_FRAMES = int(os.environ.get("ENGINE_MAX_VIDEO_FRAMES", 3000))   # decoded per job at most
+MAX_VIDEO_SECONDS = float(os.environ.get("ENGINE_MAX_VIDEO_SECONDS", 120))  # of video per job at most
 
 
 @dataclass
@@ -50,16 +54,45 @@ def _open(path: str | os.PathLike):
     return container
 
 
+def _check_size(name: str, width: int, height: int) -> None:
+    from . import config
+
+    if min(width, height) < MIN_VIDEO_SIDE:
+        raise InputError(f"{name} is {width}x{height} px; both sides of a video must be at least {MIN_VIDEO_SIDE} px.")
+    if max(width, height) > MAX_VIDEO_SIDE or width * height > config.max_pixels():
+        raise InputError(f"{name} is {width}x{height} px, over the limit of {MAX_VIDEO_SIDE} px per side and "
+                         f"{config.max_pixels() / 1e6:.0f} MP per frame. Make it smaller first.")
+
+
 def probe(path: str | os.PathLike) -> VideoInfo:
+    """Container facts of a real video stream; refuses files without one (audio only, images such as SVG that have
+    no decoder), degenerate sizes (under MIN_VIDEO_SIDE px) and frames over MAX_VIDEO_SIDE / ENGINE_MAX_PIXELS."""
+    import av
+
+    name = Path(path).name
     container = _open(path)
     try:
         stream = container.streams.video[0]
+        ctx = stream.codec_context
+        if ctx is None or not getattr(ctx, "name", None):
+            raise InputError(f"{name} has no video stream we can decode (is it an image or a document?).")
+        try:
+            av.codec.Codec(ctx.name, "r")
+        except Exception as exc:  # noqa: BLE001 - PyAV raises several types for unknown codecs
+            raise InputError(f"{name} uses a video codec ({ctx.name}) that cannot be decoded here.") from exc
+        width, height = int(getattr(ctx, "width", 0) or 0), int(getattr(ctx, "height", 0) or 0)
+        if width <= 0 or height <= 0:
+            raise InputError(f"{name} could not be read as a video (it gives no frame size).")
+        _check_size(name, width, height)
         fps = stream.average_rate or stream.guessed_rate or DEFAULT_FPS
         if not math.isfinite(float(fps)) or not 0 < float(fps) <= 240:
             fps = DEFAULT_FPS
         seconds = (float(stream.duration * stream.time_base) if stream.duration and stream.time_base
                    else (container.duration / 1e6 if container.duration else None))
-        return VideoInfo(Fraction(fps), stream.width, stream.height, stream.frames or None, seconds)
+        if seconds is not None and (not math.isfinite(seconds) or seconds <= 0):
+            seconds = None
+        frames = stream.frames if stream.frames and stream.frames > 0 else None
+        return VideoInfo(Fraction(fps), width, height, frames, seconds)
     finally:
         container.close()
 
@@ -70,9 +103,30 @@ def _check_frame_size(path, width: int, height: int, limit: int) -> None:
                          f"over the limit of {limit / 1e6:.3g} MP per frame. Resize the video first.")
 
 
+def check_video_here(path: str | os.PathLike) -> VideoInfo:
+    """probe() and decode the first frame (in this process)."""
+    info = probe(path)
+    first = next(iter(read_frames(path, max_frames=1)), None)
+    if first is None:
+        raise InputError(f"{Path(path).name} has no decodable video frames.")
+    return info
+
+
+def check_video(path: str | os.PathLike) -> VideoInfo:
+    """Is this a video we can process? A real, decodable video stream of a sane size (see probe); the first frame is
+    decoded to be sure. Runs in the native worker process (engine.native) so a demuxer or decoder crash on a hostile
+    file fails this check only. The app calls it on every uploaded video before any processing."""
+    from . import native
+
+    if not native.isolated():
+        return check_video_here(path)
+    return native.call("check_video", str(path))
+
+
 def read_frames(path: str | os.PathLike, *, max_frames: int | None = None, max_seconds: float | None = None,
                 max_side: int | None = None) -> Iterator[np.ndarray]:
-    """Decode frames as (H, W, 3) uint8 RGB; stops after ``max_frames`` or ``max_seconds`` of video."""
+    """Decode frames as (H, W, 3) uint8 RGB; stops after ``max_frames`` or ``max_seconds`` of video (at most
+    MAX_VIDEO_FRAMES / MAX_VIDEO_SECONDS per job), or at a frame of a degenerate size (a damaged part)."""
     import av
 
     from .imageio import resize_max_side
@@ -81,15 +135,20 @@ def read_frames(path: str | os.PathLike, *, max_frames: int | None = None, max_s
 
     info = probe(path)
     _check_frame_size(path, info.width, info.height, max_pixels())
-    limit = max_frames or 10**9
-    if max_seconds:
-        limit = min(limit, max(1, int(max_seconds * float(info.fps) + 1e-6)))
+    name = Path(path).name
+    limit = min(max_frames or MAX_VIDEO_FRAMES, MAX_VIDEO_FRAMES)
+    max_seconds = min(max_seconds or MAX_VIDEO_SECONDS, MAX_VIDEO_SECONDS)
+    limit = min(limit, max(1, int(max_seconds * float(info.fps) + 1e-6)))
     container = _open(path)
     count = 0
     try:
         for frame in container.decode(video=0):
             if count >= limit:
                 break
+            if min(frame.width, frame.height) < MIN_VIDEO_SIDE or max(frame.width, frame.height) > MAX_VIDEO_SIDE:
+                if count == 0:
+                    _check_size(name, frame.width, frame.height)
+                break  # a frame of a degenerate size mid-stream: a damaged part, keep what came before
             _check_frame_size(path, frame.width, frame.height, max_pixels())  # before it is converted to RGB
             img = frame.to_image()
             if max_side:
@@ -98,12 +157,12 @@ def read_frames(path: str | os.PathLike, *, max_frames: int | None = None, max_s
             yield np.asarray(img.convert("RGB"))
     except av.error.FFmpegError as exc:
         if count == 0:
-            raise InputError(f"{Path(path).name} could not be decoded ({exc}).") from exc
+            raise InputError(f"{name} could not be decoded ({exc}).") from exc
         # keep what decoded before a damaged part
     finally:
         container.close()
     if count == 0:
-        raise InputError(f"{Path(path).name} has no decodable video frames.")
+        raise InputError(f"{name} has no decodable video frames.")
 
 
 OUTPUT_TTL_S = 3600.0  # temporary outputs older than this are deleted when the next one is made

@@ -1,0 +1,125 @@
+"""The app-wide guard (demos/guard.py, demos/common.guarded): every handler and component guarded, uploads validated
+by the engine before Gradio decodes them, outputs fitted to their format, messages without paths or HTML."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+gr = pytest.importorskip("gradio")
+
+from demos.common import guarded, sanitise  # noqa: E402
+from demos.guard import guard_app, unguarded  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def app_demo():
+    import os
+
+    from engine import registry
+
+    saved = os.environ.get("ENGINE_RANDOM_WEIGHTS")
+    os.environ["ENGINE_RANDOM_WEIGHTS"] = "1"
+    registry.clear_cache()
+    import app
+
+    try:
+        yield app.build_app()
+    finally:
+        if saved is None:
+            os.environ.pop("ENGINE_RANDOM_WEIGHTS", None)
+        else:
+            os.environ["ENGINE_RANDOM_WEIGHTS"] = saved
+        registry.clear_cache()
+
+
+def test_every_event_handler_and_component_of_the_app_is_guarded(app_demo):
+    handlers = [f for f in app_demo.fns.values() if f.fn is not None]
+    names = {f.name for f in handlers}
+    assert len(handlers) >= 15 and {"first_frame", "capture", "congeal", "propagate_video"} <= names, names
+    assert unguarded(app_demo) == []
+    # and the check can fail: a handler added afterwards is reported until guard_app runs again
+    with app_demo:
+        gr.Button("late").click(lambda: None, None, None)
+    assert any(m.startswith("handler") for m in unguarded(app_demo))
+    guard_app(app_demo)
+    assert unguarded(app_demo) == []
+
+
+@pytest.mark.parametrize("text, leak", [
+    ("cannot identify image file '/tmp/gradio/4f3a/photo.png'", "/tmp"),
+    ("weights missing in /work/shared/weights/adain/ and /home/me/.cache/gan-studio/weights/adain/decoder.pth", "/work"),
+    ("file:///etc/passwd", "/etc"),
+    (r"C:\Users\me\weights\x.pth", "Users"),
+    ("<img src=x onerror=alert(1)>", "<img"),
+])
+def test_messages_lose_paths_and_html(text, leak):
+    out = sanitise(text)
+    assert leak not in out and "<" not in out
+    assert out  # the file name (or text) is kept
+
+
+def test_harmless_text_is_kept():
+    text = "frame 3/10 at 25 fps, horse->zebra, A/B, see https://github.com/x/y"
+    assert sanitise(text) == text
+
+
+def test_a_guarded_handler_reports_without_paths():
+    @guarded
+    def handler():
+        raise OSError("[Errno 13] Permission denied: '/srv/app/secret/model.pth'")
+
+    @guarded
+    def user_error():
+        raise gr.Error("Upload a video first (/tmp/gradio/x.mp4).")
+
+    with pytest.raises(gr.Error) as err:
+        handler()
+    assert "/srv" not in err.value.message and "model.pth" in err.value.message
+    assert "Internal error (OSError)" in err.value.message
+    with pytest.raises(gr.Error) as err:
+        user_error()
+    assert err.value.message == "Upload a video first (x.mp4)."
+
+
+def _png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_image_slots_validate_through_the_engine_before_gradio_decodes(tmp_path):
+    from gradio.data_classes import ImageData
+
+    good = _png(Image.new("RGB", (40, 30), (200, 10, 10)))
+    (tmp_path / "truncated.png").write_bytes(good[: len(good) // 2])
+    (tmp_path / "sound.png").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(64))
+    (tmp_path / "good.png").write_bytes(good)
+    with gr.Blocks() as demo:
+        image = gr.Image(type="numpy", label="Image to align")
+        editor = gr.ImageEditor(type="numpy", label="Canvas (paint here)")
+    guard_app(demo)
+    for name, needle in (("truncated.png", "truncated or corrupt"), ("sound.png", "not an image format")):
+        path = str(tmp_path / name)
+        with pytest.raises(gr.Error, match=needle) as err:
+            image.preprocess(ImageData(path=path, orig_name=name))
+        assert str(tmp_path) not in err.value.message and err.value.message.startswith("Image to align:")
+        with pytest.raises(gr.Error, match=needle):
+            editor.preprocess(editor.data_model(background={"path": path, "orig_name": name}))
+    ok = image.preprocess(ImageData(path=str(tmp_path / "good.png"), orig_name="good.png"))
+    assert ok.shape == (30, 40, 3)
+
+
+def test_image_outputs_are_fitted_to_webp_limits():
+    with gr.Blocks() as demo:
+        out = gr.Image(type="numpy", format="webp", interactive=False)
+        png = gr.Image(type="numpy", format="png", interactive=False)
+    guard_app(demo)
+    wide = np.zeros((8, 20000, 3), np.uint8)
+    data = out.postprocess(wide)
+    with Image.open(data.path) as img:
+        assert img.format == "WEBP" and img.size == (16383, 6)
+    with Image.open(png.postprocess(wide).path) as img:
+        assert img.size == (20000, 8)
