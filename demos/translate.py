@@ -1,4 +1,4 @@
-"""The "Horse → Zebra" tab: unpaired translation with CycleGAN, CUT / FastCUT and GAN Compression.
+"""The "Horse → Zebra" tab: unpaired translation with CycleGAN, CUT / FastCUT, GAN Compression and U-GAT-IT.
 
 One image (slider comparison + spectrum analysis), several images (gallery in, gallery out) or a video file.
 Engine work goes through engine.pipelines.translate on the shared engine queue; no torch here.
@@ -18,8 +18,14 @@ from engine.pipelines import translate as T
 INTRO = """### Unpaired image-to-image translation
 **CycleGAN** (Zhu et al., ICCV 2017) · **CUT / FastCUT** (Park et al., ECCV 2020: the same ResNet generator with
 antialiased down/up-sampling) · **GAN Compression** (Li et al., CVPR 2020: a 0.36 M-parameter mobile generator,
-about 30× smaller than CycleGAN's). Any size and aspect ratio: images are reflect-padded to a multiple of 4,
-translated and cropped back, so the output has exactly the input's size (after the optional *max side* shrink)."""
+about 30× smaller than CycleGAN's) · **U-GAT-IT** (Kim et al., ICLR 2020: CAM attention + AdaLIN; shown when you
+have a checkpoint, none is published). Any size and aspect ratio: images are reflect-padded to a multiple of 4,
+translated and cropped back, so the output has exactly the input's size (after the optional *max side* shrink).
+Full (not light) U-GAT-IT takes only its training size (256×256). Models that expose where they look (U-GAT-IT's
+attention map) show it as a heat map over the input beside the output."""
+
+# Captions for the extra maps a model may return (engine.pipelines.translate.run_generator); others use their name.
+MAP_CAPTIONS = {"attention": "Attention (CAM): where the generator looks — red = high, blue = low"}
 
 SPECTRUM_HELP = """The azimuthally averaged power spectrum (Durall et al., CVPR 2020, *Watch your Up-Convolution*):
 power per ring of equal spatial frequency (cycles/pixel; 0.5 = Nyquist along an axis, up to 0.71 in the corners),
@@ -65,12 +71,19 @@ def translate_one(image, model, max_side, precision="fp32", progress=gr.Progress
     report = progress_callback(progress)
     if report:
         report(0.1, "translating")
-    inp, out = T.translate(image, model, max_side=int(max_side or 0) or None, return_input=True,
-                           precision=precision or T.DEFAULT_PRECISION)
+    res = T.translate_detailed(image, model, max_side=int(max_side or 0) or None,
+                               precision=precision or T.DEFAULT_PRECISION)
+    inp, out = res.input, res.output
     if report:
         report(0.9, "spectrum analysis")
     table = spectrum.spectrum_table({"input": inp, "output": out})
-    return (inp, out), table, _summary(inp, out)
+    maps = [(overlay, MAP_CAPTIONS.get(name, name)) for name, overlay in res.overlays().items()]
+    return (inp, out), table, _summary(inp, out), maps
+
+
+def show_maps(maps):
+    """The model's extra maps (heat maps over the input), or a hidden gallery when the model has none."""
+    return gr.Gallery(value=maps or None, visible=bool(maps))
 
 
 @cancellable(4)
@@ -129,6 +142,8 @@ def build(ctx: AppContext) -> None:
             image = gr.Image(label="Input", type="filepath", image_mode=None, sources=["upload", "clipboard"], height=360)
             slider = gr.ImageSlider(label="Input ↔ output (drag to compare)", type="numpy", max_height=360,
                                     interactive=False)
+            maps_view = gr.Gallery(label="What the model attends to (heat map over the input)", visible=False,
+                                   columns=1, height=360, interactive=False, format="png", allow_preview=True)
         run = gr.Button("Translate", variant="primary")
         examples = ctx.data_files("horse2zebra", "testA", limit=6) + ctx.data_files("horse2zebra", "testB", limit=2)
         if examples:
@@ -138,8 +153,10 @@ def build(ctx: AppContext) -> None:
             plot = gr.LinePlot(x="frequency", y="power_db", color="image", x_title="spatial frequency (cycles/pixel)",
                                y_title="power (dB, relative)", height=320, label="Azimuthally averaged spectrum")
             summary = gr.Markdown()
-        one_event = run.click(cancellable(3)(translate_one), [image, model, max_side, precision],
-                              [slider, plot, summary], **ENGINE_QUEUE)
+        maps = gr.State([])
+        one_event = run.click(cancellable(4)(translate_one), [image, model, max_side, precision],
+                              [slider, plot, summary, maps], **ENGINE_QUEUE)
+        one_event.then(show_maps, [maps], [maps_view], queue=False)
         cancel_button(one_event)
 
     with gr.Tab("Several images"):

@@ -46,8 +46,8 @@ def test_handlers(random_weights):
     from demos import translate as D
 
     img = (np.random.default_rng(0).random((45, 61, 3)) * 255).astype(np.uint8)
-    (inp, out), table, summary = D.translate_one(img, "gancompression-horse2zebra", 0)
-    assert inp.shape == out.shape == (45, 61, 3)
+    (inp, out), table, summary, maps = D.translate_one(img, "gancompression-horse2zebra", 0)
+    assert inp.shape == out.shape == (45, 61, 3) and maps == []
     assert set(table["image"]) == {"input", "output"} and "cycles/px" in summary
     with pytest.raises(gr.Error, match="Upload an image"):
         D.translate_one(None, "gancompression-horse2zebra", 512)

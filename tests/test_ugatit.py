@@ -230,3 +230,17 @@ def test_registry_offers_both_directions_from_one_checkpoint(tmp_path, monkeypat
                 assert torch.equal(registry.load_model(name, "cpu")(x), ref(x))
     finally:
         registry.clear_cache()
+
+
+def test_translation_tab_shows_the_attention_map_only_for_models_that_have_one(random_weights):
+    from demos import translate as D
+
+    img = (np.random.default_rng(1).random((40, 52, 3)) * 255).astype(np.uint8)
+    (inp, out), _table, _summary, maps = D.translate_one(img, "ugatit-horse2zebra", 0)
+    assert inp.shape == out.shape == (40, 52, 3)
+    assert len(maps) == 1 and maps[0][0].shape == (40, 52, 3) and "Attention (CAM)" in maps[0][1]
+    assert D.show_maps(maps).visible is True
+    *_, none = D.translate_one(img, "cyclegan-horse2zebra", 0)
+    assert none == [] and D.show_maps(none).visible is False
+    choices = [name for _, name in D._choices()[0]]
+    assert "ugatit-horse2zebra" in choices and "ugatit-zebra2horse" in choices
