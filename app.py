@@ -32,7 +32,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--data-dir", help="folder with example data, e.g. ../shared/data (env DATA_DIR)")
     p.add_argument("--offline", action="store_true", help="never download weights (env ENGINE_OFFLINE=1)")
     p.add_argument("--random-weights", action="store_true", help="tiny smoke-test mode: random weights for every model")
-    return p.parse_args(argv)
+    args, unknown = p.parse_known_args(argv)
+    problems = [f"unknown option {u}" for u in unknown if u.startswith("-")]
+    problems += [f"unexpected argument {u}" for u in unknown if not u.startswith("-")]
+    for flag, folders in (("--weights-dir", args.weights_dir), ("--data-dir", [args.data_dir] if args.data_dir else [])):
+        problems += [f"{flag} {d} is not a folder" for d in folders if not Path(d).expanduser().is_dir()]
+    if problems:  # one line, then exit: a mistyped flag or folder must not be silently ignored
+        p.exit(2, f"app.py: {'; '.join(problems)} (see python app.py --help).\n")
+    return args
 
 
 def apply_settings(args: argparse.Namespace) -> None:
@@ -58,6 +65,9 @@ def build_app():
 
     imageio.limit_decoders()  # Gradio decodes webcam frames itself: PIL refuses anything over 2x the pixel limit
 
+    from engine import examples
+
+    examples.prefetch()  # examples not in the data folder or the cache are downloaded now when allowed (else skipped)
     ctx = AppContext(data_dir=config.data_dir(), device=os.environ.get("ENGINE_DEVICE"))
     # uploads and outputs in Gradio's cache are deleted an hour after they were made (checked every 15 minutes)
     with gr.Blocks(title="GAN studio", delete_cache=(900, 3600)) as demo:
@@ -76,10 +86,24 @@ def build_app():
 
 
 def allowed_paths() -> list[str]:
-    from engine import config
+    """Folders the browser may load example files from: the data folder and the examples download cache."""
+    from engine import config, examples
 
     data = config.data_dir()
-    return [str(data)] if data else []
+    return [str(p) for p in (data, examples.cache_dir()) if p]
+
+
+def check_environment() -> None:
+    """Log one line for each configured folder (env WEIGHTS_DIR / DATA_DIR) that does not exist."""
+    from engine import config
+
+    log = logging.getLogger("gan-studio")
+    for folder in config.weights_dirs():
+        if not folder.is_dir():
+            log.warning("WEIGHTS_DIR: %s is not a folder; it is ignored", folder)
+    value = os.environ.get("DATA_DIR", "").strip()
+    if value and not Path(value).expanduser().is_dir():
+        log.warning("DATA_DIR: %s is not a folder; no data-folder examples", value)
 
 
 def launch_kwargs() -> dict:
@@ -92,6 +116,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     apply_settings(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    check_environment()
     demo = build_app()
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, **launch_kwargs())
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from engine import registry
+from engine import config, examples, registry, weights
 from engine.errors import Cancelled, EngineError
 from engine import queue
 from engine.queue import GRADIO_CONCURRENCY_ID
@@ -244,17 +244,85 @@ def usable_models(task: str) -> list[str]:
     return [s.name for s in registry.list_models(task) if registry.model_status(s.name).usable]
 
 
+def runnable_choices(task: str) -> list[tuple[str, str]]:
+    """Dropdown choices (label, name) of the models of ``task`` that can run now (or download first)."""
+    usable = set(usable_models(task))
+    return [(label, name) for label, name in model_choices(task) if name in usable]
+
+
+def _file_line(key: str) -> str:
+    """How to get one checkpoint file, as markdown (a link, where it goes); no ``<...>``, no server paths."""
+    wf = weights.entry(key)
+    name = Path(wf.path).name
+    link = f"[{Path(wf.urls[0]).name}]({wf.urls[0]})" if wf.urls else f"`{name}` (no download URL known)"
+    extract = f" (extract `{wf.archive_member}`)" if wf.archive_member else ""
+    return f"{link}{extract} → `FOLDER/{wf.path}`"
+
+
+def _group_title(titles: list[str]) -> str:
+    prefix = titles[0].split(": ")[0] + ": "
+    if len(titles) > 1 and all(t.startswith(prefix) for t in titles):
+        return prefix + ", ".join(t[len(prefix):] for t in titles)
+    return ", ".join(titles)
+
+
 def weights_notice(names: list[str]) -> str:
-    """Markdown listing models whose weights are not usable, and how to get them ('' when all are fine)."""
-    lines = []
+    """Markdown listing, once, the models of ``names`` that cannot run and how to get their weights ('' if none).
+
+    Models with one file each from the same download folder into the same weights subfolder (the GANgealing
+    checkpoints) share one line.
+    """
+    lines, groups = [], {}
     for name in names:
-        st = registry.model_status(name)
-        if not st.usable:
-            lines.append(f"- **{registry.spec(name).title}** — {st.message}")
+        if registry.model_status(name).usable:
+            continue
+        spec = registry.spec(name)
+        states = {key: weights.status(key).state for key in spec.files.values()}
+        (key, state), = states.items() if len(states) == 1 else ((None, None),)
+        if state == "missing" and weights.entry(key).urls and not weights.entry(key).archive_member:
+            wf = weights.entry(key)
+            group = (wf.urls[0].rsplit("/", 1)[0], str(Path(wf.path).parent))
+            if group not in groups:
+                lines.append(group)  # expanded below, in the order of the first member
+            groups.setdefault(group, []).append((spec.title, wf))
+            continue
+        parts = []
+        for key, state in states.items():
+            if state == "missing":
+                parts.append(_file_line(key))
+            elif state == "corrupt":
+                parts.append(f"`{weights.entry(key).path}` is not the official file: delete it, then {_file_line(key)}")
+        lines.append(f"- **{spec.title}**: " + "; ".join(parts))
+    for i, item in enumerate(list(lines)):
+        if isinstance(item, tuple):
+            members = groups[item]
+            if len(members) < 3:
+                lines[i] = "\n".join(f"- **{title}**: {_file_line(wf.key)}" for title, wf in members)
+            else:
+                links = ", ".join(f"[{Path(wf.urls[0]).name}]({wf.urls[0]})" for _, wf in members)
+                lines[i] = f"- **{_group_title([t for t, _ in members])}**: {links} → `FOLDER/{item[1]}/`"
     if not lines:
         return ""
-    return ("⚠️ Some models cannot run yet because their weights are not on this machine:\n" + "\n".join(lines)
-            + "\n\nPut the files in a folder and start the app with `--weights-dir FOLDER` (or set `WEIGHTS_DIR`).")
+    offline = "" if config.allow_download() else " and downloads are off (`--offline`)"
+    return (f"⚠️ Not available on this machine{offline} — their weights are missing:\n" + "\n".join(lines)
+            + "\n\nPut each file at the path shown inside a folder FOLDER and start with `--weights-dir FOLDER` (or "
+            "set `WEIGHTS_DIR`); `python -m engine` shows what is found.")
+
+
+def show_weights_notice(names: list[str], *, any_runnable: bool) -> None:
+    """The notice in the current Blocks context: open when nothing can run, folded away otherwise."""
+    notice = weights_notice(names)
+    if not notice:
+        return
+    missing = sum(1 for n in names if not registry.model_status(n).usable)
+    with gr.Accordion(f"⚠️ {missing} model{'s' if missing > 1 else ''} not available on this machine: how to get "
+                      "the weights", open=not any_runnable):
+        gr.Markdown(notice)
+
+
+def example_files(*keys: str) -> list[str] | None:
+    """Paths of the example files ``keys`` (data folder or download cache), or None when one is not here."""
+    return examples.paths(*keys)
 
 
 def env_flag(name: str) -> bool:

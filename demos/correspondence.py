@@ -7,8 +7,10 @@ import importlib.util
 
 import gradio as gr
 
-from demos.common import ENGINE_QUEUE, AppContext, cancel_button, cancellable, guarded, progress_callback
-from engine import imageio
+from demos.common import (
+    ENGINE_QUEUE, AppContext, cancel_button, cancellable, example_files, guarded, progress_callback, weights_notice,
+)
+from engine import imageio, registry
 from engine.correspondence import get_backend, list_backends, visualise
 
 from engine.errors import InputError
@@ -22,15 +24,39 @@ its match in B, so a good match shows the same colour layout on both objects (gr
 *Classic (no weights)* works offline for any pair; GANgealing backends need their category's checkpoint (cat,
 dog, face, car, ...)."""
 
+# pairs of examples/manifest.toml keys: CelebA-HQ faces, AFHQ cats, and GANgealing's average face (a close-up)
+# against a full portrait (different scales). The classic backend needs no weights, so they always run.
+EXAMPLE_PAIRS = [("face-female-039913", "face-female-051340"), ("cat-flickr_cat_000253", "cat-pixabay_cat_000181"),
+                 ("gangealing-average-celeba", "face-female-069067")]
+
+
 def backend_choices() -> tuple[list[tuple[str, str]], str | None]:
-    choices, default = [], None
+    """(label, name) of the backends that can run now, and the default (the first); the others are in
+    :func:`backend_notice`."""
+    choices = [(title, name) for name, title in list_backends() if get_backend(name).status()[0]]
+    return choices, (choices[0][1] if choices else None)
+
+
+def backend_notice() -> str:
+    """Markdown naming, once, what the backends that cannot run are missing ('' when all can run)."""
+    models, other = [], []
     for name, title in list_backends():
-        ok, message = get_backend(name).status()
-        label = title if ok else f"{title} — unavailable: {message[:80]}"
-        choices.append((label, name))
-        if ok and default is None:
-            default = name
-    return choices, default
+        backend = get_backend(name)
+        ok, message = backend.status()
+        if ok:
+            continue
+        model = getattr(backend, "registry_name", None)  # a backend built on a registry model (GANgealing)
+        if model and not registry.model_status(model).usable:
+            if model not in models:
+                models.append(model)
+        elif title not in other:
+            other.append(title)
+    notice = weights_notice(models)
+    if other:
+        notice += ("\n\n" if notice else "") + (
+            f"⚠️ {', '.join(other)}: the weights are here but the model's average image (the canvas) is not; start "
+            "with `--data-dir` pointing at a folder with `gangealing-assets/assets/averages`.")
+    return notice
 
 def _usable(name: str):
     if not name:
@@ -38,7 +64,8 @@ def _usable(name: str):
     backend = get_backend(name)
     ok, message = backend.status()
     if not ok:
-        raise InputError(f"{backend.title} cannot run: {message}")
+        raise InputError(f"{backend.title} cannot run here: its checkpoint or average image is missing (see the note "
+                         "at the top of the tab).")
     return backend
 
 def load_working_image(src, what: str = "", max_side: int = MAX_SIDE):
@@ -97,17 +124,16 @@ def click_point(state, evt: gr.SelectData):
 def build(ctx: AppContext) -> None:
     gr.Markdown(INTRO)
     choices, default = backend_choices()
+    notice = backend_notice()
+    if notice:
+        with gr.Accordion("⚠️ Backends not available on this machine: how to get them", open=False):
+            gr.Markdown(notice)
     backend = gr.Dropdown(choices=choices, value=default, label="Backend", interactive=True)
     with gr.Row():
         a_in = gr.Image(label="Image A", type="filepath", image_mode=None, sources=["upload", "clipboard"], height=300)
         b_in = gr.Image(label="Image B", type="filepath", image_mode=None, sources=["upload", "clipboard"], height=300)
     run = gr.Button("Match", variant="primary")
-    faces = ctx.data_files("faces", "assets", "representative", "celeba_hq", "src", "female", limit=4)
-    cats = ctx.data_files("faces", "assets", "representative", "afhq", "src", "cat", limit=4)
-    pairs = [[pool[i], pool[i + 1]] for pool in (faces, cats) for i in range(0, len(pool) - 1, 2)]
-    average = ctx.data("gangealing-assets", "assets", "averages", "celeba.png")
-    if average is not None and faces:   # a close-up average face against a full portrait: different scales
-        pairs.append([str(average), faces[0]])
+    pairs = [f for keys in EXAMPLE_PAIRS if (f := example_files(*keys))]
     if pairs:
         gr.Examples(pairs, [a_in, b_in], label="Examples (CelebA-HQ faces, AFHQ cats, GANgealing's average face)")
     note = gr.Markdown()

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import gradio as gr
 
-from demos.common import ENGINE_QUEUE, AppContext, cancel_button, cancellable, guarded, model_choices, progress_callback
+from demos.common import (
+    ENGINE_QUEUE, AppContext, cancel_button, cancellable, example_files, guarded, progress_callback, runnable_choices,
+)
 from engine.errors import InputError
 
 TASK = "congeal"
@@ -63,22 +65,28 @@ def congeal(image, model, resolution, flip, progress=gr.Progress()):
     return report.aligned, report.flow, report.correspondence, quality_markdown(report)
 
 
-def _examples(ctx: AppContext) -> list[list]:
-    rows = []
-    base = ("faces", "assets", "representative")
-    for parts, model in (((*base, "afhq", "src", "cat"), "gangealing-cat"),
-                         ((*base, "afhq", "src", "dog"), "gangealing-dog"),
-                         ((*base, "celeba_hq", "src", "female"), "gangealing-celeba")):
-        rows += [[path, model] for path in ctx.data_files(*parts, limit=2)]
-    return rows
+EXAMPLES = [  # (examples/manifest.toml key, the model that aligns it)
+    ("cat-flickr_cat_000253", "gangealing-cat"), ("cat-pixabay_cat_000181", "gangealing-cat"),
+    ("dog-flickr_dog_000094", "gangealing-dog"), ("dog-pixabay_dog_000321", "gangealing-dog"),
+    ("face-female-039913", "gangealing-celeba"), ("face-female-051340", "gangealing-celeba"),
+]
+
+
+def _examples(runnable: set[str]) -> list[list]:
+    """[image, model] rows whose model can run now and whose image is here."""
+    return [[f[0], model] for key, model in EXAMPLES if model in runnable and (f := example_files(key))]
 
 
 def build_congeal_panel(ctx: AppContext) -> None:
     """Build the panel inside the caller's current Blocks context (e.g. a gr.Accordion)."""
-    choices = model_choices(TASK)
+    choices = runnable_choices(TASK)
     names = [name for _, name in choices]
     default = DEFAULT_MODEL if DEFAULT_MODEL in names else (names[0] if names else None)
     gr.Markdown(INTRO)
+    if not choices:  # nothing to offer; the tab's notice (backends) already lists the checkpoints and how to get them
+        gr.Markdown("⚠️ No GANgealing checkpoint is on this machine yet: see *Backends not available* at the top of "
+                    "the tab for the files and where to put them.")
+        return
     with gr.Row():
         with gr.Column():
             model = gr.Dropdown(choices, value=default, label="GANgealing model",
@@ -88,7 +96,7 @@ def build_congeal_panel(ctx: AppContext) -> None:
                 resolution = gr.Radio(RESOLUTIONS, value=256, label="Output resolution (px)")
                 flip = gr.Checkbox(True, label="Flip inference", info="try the mirror too (single-cluster models)")
             button = gr.Button("Congeal", variant="primary")
-            examples = _examples(ctx)
+            examples = _examples(set(names))
             if examples:
                 gr.Examples(examples, inputs=[image, model], label="Examples")
         with gr.Column():

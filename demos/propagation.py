@@ -7,10 +7,10 @@ import gradio as gr
 import numpy as np
 
 from demos.common import (
-    LONG_QUEUE, STREAM_QUEUE, AppContext, cancel_button, cancellable, guarded,
+    LONG_QUEUE, STREAM_QUEUE, AppContext, cancel_button, cancellable, example_files, guarded,
     progress_callback,
 )
-from demos.correspondence import _usable, backend_choices, load_working_image
+from demos.correspondence import _usable, backend_choices, backend_notice, load_working_image
 from engine import imageio, videoio
 from engine.correspondence import get_backend, visualise
 from engine.errors import InputError
@@ -165,11 +165,18 @@ def demo_sticker() -> str:
     return str(path)
 
 
-STICKERS = {  # category: (average image, official sticker) inside gangealing-assets/assets
-    "celeba": ("averages/celeba.png", "objects/celeba/celeba_pokemon.png"),
-    "cat": ("averages/cat.png", "objects/cat/cat_cartoon.png"),
-    "dog": ("averages/dog.png", "objects/dog/dog_cartoon_eyes.png"),
+STICKERS = {  # category: (average image, official sticker), keys of examples/manifest.toml
+    "celeba": ("gangealing-average-celeba", "gangealing-sticker-celeba"),
+    "cat": ("gangealing-average-cat", "gangealing-sticker-cat"),
+    "dog": ("gangealing-average-dog", "gangealing-sticker-dog"),
 }
+REFERENCES = ["face-female-039913", "face-female-051340", "face-female-069067"]  # painted on with demo_sticker()
+TARGET_SETS = [  # each example fills the target gallery with one set
+    ["face-male-005735", "face-male-006930", "face-male-016387", "face-male-191300"],
+    ["cat-flickr_cat_000253", "cat-pixabay_cat_000181", "cat-pixabay_cat_000241", "cat-pixabay_cat_000276"],
+    ["dog-flickr_dog_000094", "dog-pixabay_dog_000321", "dog-pixabay_dog_000322", "dog-pixabay_dog_001082"],
+]
+CLIPS = ["face-video-d0"]
 
 
 def asset_sticker(path: str, side: int = 512) -> str:
@@ -189,15 +196,14 @@ def asset_sticker(path: str, side: int = 512) -> str:
 
 
 def sticker_examples(ctx: AppContext) -> list[list[str]]:
-    """[average image, shrunk sticker] pairs found in the data folder (for the classic backend: the average image
-    is a clean reference of the category, the sticker is painted on it)."""
+    """[average image, shrunk sticker] pairs that are here (data folder or example cache); for the classic
+    backend the average image is a clean reference of the category and the sticker is painted on it."""
     rows = []
-    for avg, obj in STICKERS.values():
-        a, o = ctx.data("gangealing-assets", "assets", *avg.split("/")), ctx.data("gangealing-assets", "assets",
-                                                                                     *obj.split("/"))
-        if a is not None and o is not None:
+    for keys in STICKERS.values():
+        found = example_files(*keys)
+        if found is not None:
             try:
-                rows.append([str(a), asset_sticker(str(o))])
+                rows.append([found[0], asset_sticker(found[1])])
             except Exception:  # noqa: BLE001 - an unreadable asset just means no example
                 continue
     return rows
@@ -206,9 +212,14 @@ def sticker_examples(ctx: AppContext) -> list[list[str]]:
 def build(ctx: AppContext) -> None:
     gr.Markdown(INTRO)
     choices, default = backend_choices()
+    notice = backend_notice()
+    if notice:
+        with gr.Accordion("⚠️ Backends not available on this machine: how to get them", open=False):
+            gr.Markdown(notice)
     with gr.Row():
         backend = gr.Dropdown(choices=choices, value=default, label="Backend", scale=3)
-        load = gr.Button("Load the model's average (GANgealing)", scale=1)
+        load = gr.Button("Load the model's average (GANgealing)", scale=1,  # only useful with a GANgealing backend
+                         visible=any(not get_backend(name).needs_reference for _, name in choices))
     with gr.Row():
         editor = gr.ImageEditor(label="Canvas: the reference image (classic) or the average (GANgealing) — paint here",
                                 type="numpy", image_mode="RGBA", height=420, transforms=(),
@@ -218,7 +229,7 @@ def build(ctx: AppContext) -> None:
             sticker = gr.Image(label="…or upload an RGBA sticker (covers the whole canvas)", type="filepath",
                                image_mode=None, sources=["upload"], height=200)
             opacity = gr.Slider(0, 1, value=0.9, step=0.05, label="Opacity of the edit")
-    refs = ctx.data_files("faces", "assets", "representative", "celeba_hq", "src", "female", limit=3)
+    refs = [f[0] for key in REFERENCES if (f := example_files(key))]
     if refs:
         gr.Examples([[r, demo_sticker()] for r in refs], [editor, sticker],
                     label="Examples: reference face + sticker (classic backend)")
@@ -241,10 +252,7 @@ def build(ctx: AppContext) -> None:
         run = gr.Button("Propagate to the images", variant="primary")
         out_gallery = gr.Gallery(label="With the edit", columns=4, height=300, interactive=False, format="png")
         note = gr.Markdown()
-        more = ctx.data_files("faces", "assets", "representative", "celeba_hq", "src", "male", limit=4)
-        cats = ctx.data_files("faces", "assets", "representative", "afhq", "src", "cat", limit=4)
-        dogs = ctx.data_files("faces", "assets", "representative", "afhq", "src", "dog", limit=4)
-        target_sets = [[t] for t in (more, cats, dogs) if t]
+        target_sets = [[f] for keys in TARGET_SETS if (f := example_files(*keys))]
         if target_sets:
             gr.Examples(target_sets, [targets], label="Example targets (faces, cats, dogs)")
         images_event = run.click(propagate_images, [backend, editor, sticker, opacity, targets], [out_gallery, note],
@@ -260,8 +268,7 @@ def build(ctx: AppContext) -> None:
             use_first = gr.Button("Paint on the first frame (classic)")
         run_video = gr.Button("Propagate through the video", variant="primary")
         video_note = gr.Markdown()
-        clips = [str(p) for p in [ctx.data("face-video", "liveportrait", "assets", "examples", "driving", "d0.mp4"),
-                                  ctx.data("face-video", "tpsmm", "assets", "driving.mp4")] if p]
+        clips = [f[0] for key in CLIPS if (f := example_files(key))]
         if clips:
             gr.Examples([[c] for c in clips], [video_in], label="Example clips (faces)")
         use_first.click(first_frame, [video_in], [editor])

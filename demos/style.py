@@ -16,8 +16,8 @@ import numpy as np
 import gradio as gr
 
 from demos.common import (
-    ENGINE_QUEUE, LONG_QUEUE, STREAM_QUEUE, AppContext, cancel_button, cancellable, guarded,
-    progress_callback,
+    ENGINE_QUEUE, LONG_QUEUE, STREAM_QUEUE, AppContext, cancel_button, cancellable, example_files, guarded,
+    progress_callback, usable_models,
 )
 from engine import registry, weights
 from engine.errors import InputError
@@ -102,8 +102,8 @@ def weights_message(model: str = MODEL) -> str:
     if st.state in ("missing", "corrupt"):
         detail = f" ({st.message})" if st.state == "corrupt" else ""
         return (f"⚠️ **AdaIN cannot run yet: its weights are {st.state} on this machine{detail}.** "
-                f"Download {links} (pytorch-AdaIN release v0.0.0), put them in `<folder>/adain/` and start the app "
-                "with `--weights-dir <folder>` (or set `WEIGHTS_DIR`). The rest of the app works without them.")
+                f"Download {links} (pytorch-AdaIN release v0.0.0), put them in `FOLDER/adain/` and start the app "
+                "with `--weights-dir FOLDER` (or set `WEIGHTS_DIR`). The rest of the app works without them.")
     return ""
 
 
@@ -256,34 +256,31 @@ def _clear(n: int):
 
 
 def _image_examples(ctx: AppContext) -> tuple[list[list], list[str]]:
-    """Rows [content, s1..s4, w1..w4, alpha, preserve, spatial, mask] with labels, from the data folder."""
+    """Rows [content, s1..s4, w1..w4, alpha, preserve, spatial, mask] with labels, from examples/manifest.toml
+    (the data folder or the download cache); an example whose files are not here is left out."""
     rows, labels = [], []
 
     def add(label, content, styles, weights=None, alpha=1.0, preserve=False, spatial=False, mask=None):
-        if content is None or any(s is None for s in styles) or (spatial and mask is None):
+        files = example_files(content, *styles, *([mask] if mask else []))
+        if files is None:
             return
+        content, styles, mask = files[0], files[1:1 + len(styles)], (files[-1] if mask else None)
         weights = list(weights or [1.0] * len(styles)) + [1.0] * (N_STYLES - len(styles))
-        styles = [str(s) for s in styles] + [None] * (N_STYLES - len(styles))
-        rows.append([str(content), *styles, *weights, alpha, preserve, spatial, str(mask) if mask else None])
+        styles = list(styles) + [None] * (N_STYLES - len(styles))
+        rows.append([content, *styles, *weights, alpha, preserve, spatial, mask])
         labels.append(label)
 
-    inp = ("adain-examples", "input")
-    c = lambda name: ctx.data(*inp, "content", name)  # noqa: E731
-    s = lambda name: ctx.data(*inp, "style", name)  # noqa: E731
-    add("Cornell × Matisse, Woman with a Hat", c("cornell.jpg"), [s("woman_with_hat_matisse.jpg")])
-    add("Chicago × Asheville", c("chicago.jpg"), [s("asheville.jpg")])
-    add("Sailboat × sketch", c("sailboat.jpg"), [s("sketch.png")])
-    add("Lenna × En campo gris, α = 0.6", c("lenna.jpg"), [s("en_campo_gris.jpg")], alpha=0.6)
-    add("New York × brushstrokes, colours preserved", c("newyork.jpg"), [s("brushstrokes.jpg")], preserve=True)
-    add("Avril × four styles, equal weights", c("avril.jpg"),
-        [s("picasso_self_portrait.jpg"), s("impronte_d_artista.jpg"), s("trial.jpg"), s("antimonocromatismo.jpg")])
-    add("Blonde girl: masked region × peasant dress, rest × Mondrian (spatial control)", c("blonde_girl.jpg"),
-        [s("woman_in_peasant_dress_cropped.jpg"), s("mondrian_cropped.jpg")], spatial=True,
-        mask=ctx.data(*inp, "mask", "mask.png"))
-    cnt = ctx.data_files("style-eval", "data", "cnt", limit=4)
-    sty = ctx.data_files("style-eval", "data", "sty", limit=4)
-    for i, (cp, sp) in enumerate(zip(cnt, sty)):
-        add(f"Evaluation set: content {Path(cp).stem} × style {Path(sp).stem}", Path(cp), [Path(sp)])
+    add("Cornell × Matisse, Woman with a Hat", "adain-content-cornell", ["adain-style-matisse"])
+    add("Chicago × Asheville", "adain-content-chicago", ["adain-style-asheville"])
+    add("Sailboat × sketch", "adain-content-sailboat", ["adain-style-sketch"])
+    add("Golden Gate × En campo gris, α = 0.6", "adain-content-golden-gate", ["adain-style-en-campo-gris"], alpha=0.6)
+    add("New York × brushstrokes, colours preserved", "adain-content-newyork", ["adain-style-brushstrokes"],
+        preserve=True)
+    add("Cornell × four styles, equal weights", "adain-content-cornell",
+        ["adain-style-picasso-self-portrait", "adain-style-impronte", "adain-style-trial",
+         "adain-style-antimonocromatismo"])
+    add("Blonde girl: masked region × peasant dress, rest × Mondrian (spatial control)", "adain-content-blonde-girl",
+        ["adain-style-peasant-dress", "adain-style-mondrian"], spatial=True, mask="adain-mask")
     return rows, labels
 
 
@@ -344,7 +341,8 @@ def build(ctx: AppContext) -> None:
                 image_event = run.click(cancellable(2)(stylize_image), image_inputs, [output, info],
                                         api_name="stylize_image", **ENGINE_QUEUE)
                 cancel_button(image_event)
-                rows, labels = _image_examples(ctx)
+                runnable = bool(usable_models("style"))  # examples only when a style model can run them
+                rows, labels = _image_examples(ctx) if runnable else ([], [])
                 if rows:
                     example_inputs = [editor, *style_boxes, *style_inputs[1::2], alpha, preserve, spatial, mask_file]
                     examples = gr.Examples(rows, example_inputs, label="Examples (one click: load and stylise)",
@@ -373,10 +371,9 @@ def build(ctx: AppContext) -> None:
                 video_event = run_video.click(stylize_video, video_inputs, [video_out, video_info],
                                               api_name="stylize_video", **LONG_QUEUE)
                 cancel_button(video_event)
-                clip = ctx.data("adain-examples", "input", "videos", "cutBunny.mp4")
-                style_ex = ctx.data("adain-examples", "input", "style", "la_muse.jpg")
-                if clip and style_ex:
-                    vex = gr.Examples([[str(clip), str(style_ex)]], [video_in, style_boxes[0]],
+                clip = example_files("adain-video-bunny", "adain-style-la-muse") if runnable else None
+                if clip:
+                    vex = gr.Examples([clip], [video_in, style_boxes[0]],
                                       label="Example (one click: load and stylise)",
                                       example_labels=["Big Buck Bunny clip × La Muse"], cache_examples=False)
                     vex.load_input_event.then(

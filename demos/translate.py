@@ -8,8 +8,8 @@ from __future__ import annotations
 import gradio as gr
 
 from demos.common import (
-    ENGINE_QUEUE, LONG_QUEUE, AppContext, cancel_button, cancellable, guarded, model_choices,
-    progress_callback, usable_models, weights_notice,
+    ENGINE_QUEUE, LONG_QUEUE, AppContext, cancel_button, cancellable, example_files, guarded, progress_callback,
+    runnable_choices, show_weights_notice,
 )
 from engine import spectrum
 from engine.errors import InputError
@@ -33,9 +33,12 @@ each curve shifted to start at 0 dB. Transposed-convolution generators (CycleGAN
 excess power at the highest frequencies (a checkerboard); CUT's antialiased up-sampling is meant to suppress it."""
 
 
+# horse2zebra testA (horses only: every model offered here translates horse → zebra, or is labelled otherwise)
+EXAMPLES = ["horse-1030", "horse-1300", "horse-120", "horse-1620", "horse-1920", "horse-2100"]
+
+
 def _choices() -> tuple[list[tuple[str, str]], str | None]:
-    usable = set(usable_models(T.TASK))
-    choices = [(label, name) for label, name in model_choices(T.TASK) if name in usable]
+    choices = runnable_choices(T.TASK)
     names = [name for _, name in choices]
     default = T.DEFAULT_MODEL if T.DEFAULT_MODEL in names else (names[0] if names else None)
     return choices, default
@@ -43,8 +46,8 @@ def _choices() -> tuple[list[tuple[str, str]], str | None]:
 
 def _need_model(model: str | None) -> str:
     if not model:
-        raise InputError("No translation model has its weights on this machine; see the note above for how to get "
-                         "them.")
+        raise InputError("No translation model can run here yet: the note at the top of the tab says which file to "
+                         "get and where to put it.")
     return model
 
 
@@ -126,13 +129,11 @@ def translate_clip(video, model, max_side, max_seconds, precision="fp32", progre
 
 def build(ctx: AppContext) -> None:
     gr.Markdown(INTRO)
-    notice = weights_notice([m.name for m in T.translation_models()])
-    if notice:
-        gr.Markdown(notice)
     choices, default = _choices()
+    show_weights_notice([m.name for m in T.translation_models()], any_runnable=bool(choices))
     with gr.Row():
-        model = gr.Dropdown(choices=choices, value=default, label="Model (only models whose weights are available)",
-                            interactive=bool(choices), scale=3)
+        model = gr.Dropdown(choices=choices, value=default, label="Model", interactive=bool(choices), scale=3,
+                            info=None if choices else "no translation model can run yet: see the note above")
         max_side = gr.Slider(0, 2048, value=512, step=32, label="Max side (px, 0 = keep the size)", scale=2)
     precision = gr.Radio(choices=T.precision_choices(), value=T.DEFAULT_PRECISION, label="Precision",
                          info=UINT8_NOTE)
@@ -145,9 +146,9 @@ def build(ctx: AppContext) -> None:
             maps_view = gr.Gallery(label="What the model attends to (heat map over the input)", visible=False,
                                    columns=1, height=360, interactive=False, format="png", allow_preview=True)
         run = gr.Button("Translate", variant="primary")
-        examples = ctx.data_files("horse2zebra", "testA", limit=6) + ctx.data_files("horse2zebra", "testB", limit=2)
-        if examples:
-            gr.Examples(examples=[[p] for p in examples], inputs=[image], label="Examples (horse2zebra test set)")
+        examples = [f for key in EXAMPLES if (f := example_files(key))]
+        if examples and choices:  # offered only when a model can translate them
+            gr.Examples(examples=examples, inputs=[image], label="Examples (horse2zebra test set)")
         with gr.Accordion("Analysis: 1-D power spectrum of input and output", open=True):
             gr.Markdown(SPECTRUM_HELP)
             plot = gr.LinePlot(x="frequency", y="power_db", color="image", x_title="spatial frequency (cycles/pixel)",

@@ -9,6 +9,8 @@
 | device | ``ENGINE_DEVICE`` (cpu, cuda, cuda:1, mps) | best available |
 | random weights (tests/demos only) | ``ENGINE_RANDOM_WEIGHTS=1`` | off |
 | largest image accepted | ``ENGINE_MAX_PIXELS`` | 40 megapixels |
+
+Set to an empty string, ``WEIGHTS_DIR`` / ``DATA_DIR`` mean *none* (no ``../shared`` default): a bare start.
 """
 from __future__ import annotations
 
@@ -16,7 +18,17 @@ import os
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-BUNDLED_WEIGHTS = REPO_ROOT / "weights"
+_INSTALLED = Path(__file__).resolve().parent / "_manifests"  # where `pip install .` puts the manifests
+
+
+def _bundled(name: str) -> Path:
+    """The repository's ``weights/`` or ``examples/`` folder; in a non-editable install, its installed copy."""
+    here = REPO_ROOT / name
+    return here if (here / "manifest.toml").is_file() or not (_INSTALLED / name).is_dir() else _INSTALLED / name
+
+
+BUNDLED_WEIGHTS = _bundled("weights")
+BUNDLED_EXAMPLES = _bundled("examples")
 _SHARED = REPO_ROOT.parent / "shared"
 
 
@@ -30,8 +42,10 @@ def _paths(value: str | None) -> list[Path]:
 
 def weights_dirs() -> list[Path]:
     """Folders searched for checkpoints before the repo's weights/ and the download cache."""
-    dirs = _paths(os.environ.get("WEIGHTS_DIR"))
-    if not dirs and (_SHARED / "weights").is_dir():
+    if "WEIGHTS_DIR" in os.environ:
+        return _paths(os.environ["WEIGHTS_DIR"])
+    dirs = []
+    if (_SHARED / "weights").is_dir():
         dirs = [_SHARED / "weights"]
     return dirs
 
@@ -39,7 +53,9 @@ def weights_dirs() -> list[Path]:
 def data_dir() -> Path | None:
     """Folder with example data (the layout of ../shared/data), or None when not configured."""
     value = os.environ.get("DATA_DIR")
-    if value:
+    if value is not None:
+        if not value.strip():
+            return None
         path = Path(value).expanduser()
         return path if path.is_dir() else None
     return _SHARED / "data" if (_SHARED / "data").is_dir() else None

@@ -22,6 +22,7 @@ are the ``fid-inception`` entry of weights/manifest.toml; any other feature netw
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -283,7 +284,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--uint8", choices=["truncate", "round"], default="truncate",
                         help="how translations become uint8: truncate (default, the official tensor2im rule, "
                              "comparable with published FIDs) or round (the app's display rule)")
+    parser.add_argument("--weights-dir", action="append", default=[],
+                        help="folder with checkpoints, searched first (repeatable; env WEIGHTS_DIR)")
     args = parser.parse_args(argv)
+    if args.weights_dir:  # the flag the missing-weights messages advise
+        os.environ["WEIGHTS_DIR"] = os.pathsep.join(args.weights_dir)
 
     from . import config
     from .pipelines import translate as T

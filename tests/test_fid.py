@@ -165,3 +165,9 @@ def test_cli_without_inception_weights_says_how_to_get_them(capsys, monkeypatch,
     err = capsys.readouterr().err
     assert code == 2
     assert "pt_inception-2015-12-05" in err
+    # the message advises --weights-dir: the CLI must accept it (and search that folder)
+    assert "--weights-dir" in err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert fid.main(["--weights-dir", str(empty), "--real", str(tmp_path), "--fake", str(tmp_path)]) == 2
+    assert "pt_inception-2015-12-05" in capsys.readouterr().err

@@ -14,11 +14,23 @@ except ImportError:  # pragma: no cover
     from tests.test_gangealing import analytic_model
 
 
-def test_panel_builds_in_an_accordion(tmp_path):
+def test_panel_builds_in_an_accordion(tmp_path, random_weights):
     with gr.Blocks() as demo:
         with gr.Accordion("Congeal an image"):
             build_congeal_panel(AppContext(data_dir=tmp_path))
     assert any(getattr(b, "label", None) == "Aligned (congealed)" for b in demo.blocks.values())
+
+
+def test_panel_without_any_checkpoint_offers_nothing_that_would_fail(tmp_path, monkeypatch):
+    monkeypatch.setenv("WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setenv("ENGINE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("ENGINE_OFFLINE", "1")
+    with gr.Blocks() as demo:
+        build_congeal_panel(AppContext(data_dir=tmp_path))
+    blocks = list(demo.blocks.values())
+    assert not any(isinstance(b, (gr.Dropdown, gr.Button, gr.Dataset)) for b in blocks)
+    note = " ".join(str(b.value) for b in blocks if isinstance(b, gr.Markdown))
+    assert "No GANgealing checkpoint" in note and "<" not in note
 
 
 def test_handler_outputs_and_warning(monkeypatch):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine import registry, weights
+from engine import config, registry, weights
 from engine.errors import WeightsCorruptError, WeightsMissingError
 
 
@@ -37,17 +37,35 @@ def test_manifest_entries_are_complete():
             assert url.startswith(("http://", "https://")), url
 
 
-def test_missing_file_error_names_file_folders_and_remedy(tmp_path, monkeypatch):
+def test_missing_file_error_names_file_and_remedy_and_logs_the_folders(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("WEIGHTS_DIR", str(tmp_path))
     monkeypatch.setenv("ENGINE_OFFLINE", "1")
     monkeypatch.setenv("ENGINE_CACHE_DIR", str(tmp_path / "cache"))
-    with pytest.raises(WeightsMissingError) as err:
+    with caplog.at_level("WARNING", logger="engine.weights"), pytest.raises(WeightsMissingError) as err:
         weights.resolve("adain-decoder")
     msg = str(err.value)
-    assert "decoder.pth" in msg and str(tmp_path) in msg and "--weights-dir" in msg
-    assert "extract checkpoints/horse2zebra_cut_pretrained/latest_net_G.pth" in weights.how_to_get(
-        weights.entry("cut-horse2zebra"))
+    assert "decoder.pth" in msg and "--weights-dir FOLDER" in msg and "FOLDER/adain/decoder.pth" in msg
+    # whole and short in a browser: no server paths (they are in the log), no <...> that HTML would swallow
+    assert str(tmp_path) not in msg and "/work" not in msg and "<" not in msg and len(msg) < 300, msg
+    assert str(tmp_path) in caplog.text
+    cut = weights.how_to_get(weights.entry("cut-horse2zebra"))
+    assert "pretrained_models.tar, extract it" in cut and "checkpoints/horse2zebra_cut_pretrained/latest_net_G.pth" in cut
     assert weights.status("adain-decoder").state == "missing"
+
+
+def test_every_missing_checkpoint_message_is_whole_short_and_pathless(tmp_path, monkeypatch):
+    """What a user reads in the browser for any missing model: no <...> (eaten as HTML), no server path, < 300."""
+    monkeypatch.setenv("WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setenv("ENGINE_OFFLINE", "1")
+    monkeypatch.setenv("ENGINE_CACHE_DIR", str(tmp_path / "cache"))
+    for key in weights.manifest():
+        if (config.BUNDLED_WEIGHTS / weights.entry(key).path).is_file():
+            continue
+        with pytest.raises(WeightsMissingError) as err:
+            weights.resolve(key)
+        msg = str(err.value)
+        assert "<" not in msg and str(tmp_path) not in msg and str(config.REPO_ROOT) not in msg, msg
+        assert len(msg) < 300 and "--weights-dir FOLDER" in msg, (len(msg), msg)
 
 
 def _fake_manifest(tmp_path: Path, monkeypatch, payload: bytes, sha: str | None = None, urls=()):
@@ -147,7 +165,7 @@ def test_offline_mode_never_downloads(tmp_path, monkeypatch):
     monkeypatch.setenv("ENGINE_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("WEIGHTS_DIR", str(tmp_path / "empty"))
     monkeypatch.setenv("ENGINE_OFFLINE", "1")
-    with pytest.raises(WeightsMissingError, match="ENGINE_OFFLINE"):
+    with pytest.raises(WeightsMissingError, match="downloads are off"):
         weights.resolve("fake")
     assert not (tmp_path / "cache").exists()
 

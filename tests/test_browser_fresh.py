@@ -1,0 +1,242 @@
+"""A new user's first start, in a real browser: the app started bare (no data folder, no weights) and offline.
+
+Everything it offers must work: every example shown, every model / backend choice; a model that cannot run is not
+offered, and the message a user gets when they try one anyway is whole (no ``<...>`` eaten as HTML), short and
+free of server paths. The examples cache is pre-filled from the data folder when one is present (the state after
+a first start with downloads allowed); without it the test still runs, with no examples to click.
+Skipped when Chromium or Playwright is absent.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+sync_api = pytest.importorskip("playwright.sync_api")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run", "--disable-quic", "--disable-dev-shm-usage"]
+REPO = Path(__file__).resolve().parent.parent
+TIMEOUT = 120_000  # ms, CPU work on a small shared machine
+# an error toast's message (one toast, or one item of a group of toasts)
+TOAST_TEXT = ".toast-body.error .toast-text, .toast-body.error .toast-message-text"
+SERVER_PATH = re.compile(r"(?<![\w:/.])/(?:[\w.-]+/)+[\w.-]*")  # /abs/path (URLs excluded by the lookbehind)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def bare_app(tmp_path_factory):
+    if CHROMIUM is None:
+        pytest.skip("Chromium is not installed (Debian package chromium)")
+    from engine import examples
+
+    base = tmp_path_factory.mktemp("bare")
+    cache = base / "cache"
+    data = Path(os.environ.get("DATA_DIR") or REPO.parent / "shared" / "data")
+    prefilled = 0
+    for ef in examples.manifest().values():  # as if a first start with downloads allowed had fetched them
+        src = data / ef.path
+        if src.is_file():
+            dst = cache / "examples" / ef.path
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
+            prefilled += 1
+    env = {k: v for k, v in os.environ.items() if k not in ("ENGINE_RANDOM_WEIGHTS", "HF_HUB_OFFLINE")}
+    env.update(DATA_DIR="", WEIGHTS_DIR="", ENGINE_CACHE_DIR=str(cache), ENGINE_DEVICE="cpu",
+               GRADIO_ANALYTICS_ENABLED="False")
+    port = _free_port()
+    log = base / "app.log"
+    with open(log, "w") as fh:
+        proc = subprocess.Popen([sys.executable, "app.py", "--offline", "--host", "127.0.0.1", "--port", str(port)],
+                                cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    started = time.monotonic()
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"the app exited with code {proc.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() - started > 180:
+                pytest.fail(f"the app did not start within 180 s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        proc.url, proc.log_path, proc.prefilled = url, log, prefilled
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def page(bare_app):
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+        pg.set_default_timeout(TIMEOUT)
+        pg.goto(bare_app.url, wait_until="load")
+        pg.get_by_role("tab", name="Style transfer").wait_for()
+        yield pg
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    folder = Path(os.environ.get("BROWSER_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def picture(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("pics") / "picture.png"
+    y, x = np.mgrid[0:120, 0:160]
+    Image.fromarray(np.stack([x * 255 // 160, y * 255 // 120, (x ^ y) & 255], -1).astype(np.uint8)).save(path)
+    return str(path)
+
+
+def _panel(pg):
+    """The visible content of the selected top-level tab."""
+    return pg.locator("div[role='tabpanel']:visible").first
+
+
+def _errors(pg) -> list[str]:
+    """The texts of the error toasts on screen (the message itself, without the title and close button)."""
+    return [t.inner_text() for t in pg.locator(TOAST_TEXT).all()]
+
+
+def _close_toasts(pg) -> None:
+    for button in pg.locator(".toast-close").all():
+        try:
+            button.click(timeout=2000)
+        except Exception:  # noqa: BLE001 - a toast that faded on its own
+            pass
+
+
+def _idle(pg) -> None:
+    """Wait until no Gradio event is pending (no progress/eta bar anywhere)."""
+    pg.wait_for_timeout(300)
+    pg.wait_for_function("() => !document.querySelector('.eta-bar, .progress-text, .meta-text-center')",
+                         timeout=TIMEOUT)
+
+
+def _check_message(text: str) -> None:
+    """A message a user reads: whole, short, no server paths."""
+    assert text.strip(), "empty message"
+    assert "<" not in text and ">" not in text.replace("→", ""), text
+    assert not SERVER_PATH.search(text), f"server path in: {text}"
+    assert len(text) < 300, f"{len(text)} characters: {text}"
+
+
+def _upload(pg, label: str, path: str) -> None:
+    block = _panel(pg).locator("div.block").filter(has_text=label).locator("input[type=file]").first
+    block.set_input_files(path)
+    pg.wait_for_timeout(500)
+
+
+def _examples(pg):
+    return _panel(pg).locator("button.gallery-item:visible, tr.tr-body:visible")
+
+
+def _options(pg, label: str) -> list[str]:
+    dropdown = _panel(pg).get_by_label(label, exact=True).first
+    dropdown.click()
+    pg.get_by_role("option").first.wait_for(timeout=10_000)
+    options = [o.inner_text().replace("✓", "").strip() for o in pg.get_by_role("option").all()]
+    pg.keyboard.press("Escape")
+    dropdown.blur()
+    return options
+
+
+def test_bare_offline_start_offers_only_what_works(page, bare_app, shots, picture):
+    pg = page
+    # The notices: whole (no <...>), no server paths, and every missing model is named once.
+    notices = pg.locator(".prose").filter(has_text="⚠️")
+    for i in range(notices.count()):
+        text = notices.nth(i).text_content()
+        assert "<" not in text and not SERVER_PATH.search(text.replace("FOLDER/", "FOLDER-")), text
+
+    # Style transfer: every offered example runs (they only appear when a style model can run them); Stylise
+    # with an upload either works or says, whole and short, which weights are missing.
+    pg.get_by_role("tab", name="Style transfer").click()
+    for i in range(_examples(pg).count()):
+        _examples(pg).nth(i).click()
+        _idle(pg)
+        assert not _errors(pg), _errors(pg)
+    _upload(pg, "Content (paint over it", picture)
+    _upload(pg, "Style 1", picture)
+    pg.get_by_role("button", name="Stylise", exact=True).click()
+    _idle(pg)
+    for message in _errors(pg):
+        _check_message(message)
+    pg.screenshot(path=str(shots / "fresh-style.png"), full_page=True)
+    _close_toasts(pg)
+
+    # Horse -> Zebra: no weights, so no model choice and no example; Translate explains, whole and short.
+    pg.get_by_role("tab", name="Horse → Zebra").click()
+    assert _examples(pg).count() == 0, "examples offered although no translation model can run"
+    assert "Not available on this machine" in _panel(pg).inner_text()
+    _upload(pg, "Input", picture)
+    pg.get_by_role("button", name="Translate", exact=True).click()
+    pg.locator(TOAST_TEXT).first.wait_for()
+    messages = _errors(pg)
+    assert messages
+    for message in messages:
+        _check_message(message)
+    pg.screenshot(path=str(shots / "fresh-translate.png"), full_page=True)
+    _close_toasts(pg)
+
+    # Correspondence: only backends that can run are listed (no 'unavailable' entries); every example pair matches.
+    pg.get_by_role("tab", name="Correspondence").click()
+    options = _options(pg, "Backend")
+    assert options == ["Classic (no weights)"], options
+    n = _examples(pg).count()
+    assert n == (3 if bare_app.prefilled else 0)
+    for i in range(n):
+        _examples(pg).nth(i).click()
+        pg.wait_for_timeout(500)
+        pg.get_by_role("button", name="Match", exact=True).click()
+        _idle(pg)
+        assert not _errors(pg), _errors(pg)
+        assert "mean confidence" in _panel(pg).inner_text()
+    pg.screenshot(path=str(shots / "fresh-correspondence.png"), full_page=True)
+
+    # Propagation: classic only; a reference + sticker example and a target set propagate without an error.
+    pg.get_by_role("tab", name="Propagation").click()
+    assert _options(pg, "Backend") == ["Classic (no weights)"]
+    if bare_app.prefilled:
+        _panel(pg).locator("div.block").filter(has_text="Examples: reference face").locator(
+            "button.gallery-item, tr.tr-body").first.click()
+        _panel(pg).locator("div.block").filter(has_text="Example targets").locator(
+            "button.gallery-item, tr.tr-body").first.click()
+        pg.wait_for_timeout(500)
+        pg.get_by_role("button", name="Propagate to the images", exact=True).click()
+        pg.get_by_text("Propagated to").wait_for()
+        _panel(pg).locator("div.block").filter(has_text="With the edit").locator("img").first.wait_for()
+        assert not _errors(pg), _errors(pg)
+    pg.screenshot(path=str(shots / "fresh-propagation.png"), full_page=True)
+    log = bare_app.log_path.read_text()
+    assert "ERROR gan-studio: handler" not in log and "failed to build" not in log, log[-3000:]
