@@ -17,7 +17,7 @@ import gradio as gr
 
 from demos.common import (
     ENGINE_QUEUE, LONG_QUEUE, STREAM_QUEUE, AppContext, cancel_button, cancellable, example_files, guarded,
-    progress_callback, usable_models,
+    progress_callback, runnable_choices, show_weights_notice,
 )
 from engine import registry, weights
 from engine.errors import InputError
@@ -293,11 +293,13 @@ def build(ctx: AppContext) -> None:
 
     gr.Markdown(INTRO)
     chosen = default_model()
-    notice = gr.Markdown(weights_message(chosen))
+    offered = runnable_choices("style")  # only models that can run now; the others are named once in the notice
+    show_weights_notice([name for _, name in style_models()], any_runnable=bool(offered))
+    notice = gr.Markdown(weights_message(chosen) if offered else "")
 
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
-            model_choice = gr.Radio(style_models(), value=chosen, label="Model")
+            model_choice = gr.Radio(offered or style_models(), value=chosen, label="Model", visible=bool(offered))
             model_choice.change(weights_message, model_choice, notice, api_visibility="private", queue=False)
             gr.Markdown("#### Styles")
             style_inputs: list = []   # [style 1, weight 1, style 2, weight 2, ...]
@@ -341,7 +343,7 @@ def build(ctx: AppContext) -> None:
                 image_event = run.click(cancellable(2)(stylize_image), image_inputs, [output, info],
                                         api_name="stylize_image", **ENGINE_QUEUE)
                 cancel_button(image_event)
-                runnable = bool(usable_models("style"))  # examples only when a style model can run them
+                runnable = bool(offered)  # examples only when a style model can run them
                 rows, labels = _image_examples(ctx) if runnable else ([], [])
                 if rows:
                     example_inputs = [editor, *style_boxes, *style_inputs[1::2], alpha, preserve, spatial, mask_file]

@@ -126,7 +126,7 @@ def model_status(name: str) -> ModelStatus:
         if order.index(st.state) < order.index(worst):
             worst = st.state
         if st.state != "ready":
-            messages.append(f"{role}: {st.message}")
+            messages.append(f"{role}: {st.message.rstrip('.')}")
     usable = worst in ("ready", "unverified", "downloadable")
     return ModelStatus(name, usable, worst, "; ".join(messages) or "ready (sha256 verified)")
 

@@ -179,10 +179,12 @@ def test_bare_offline_start_offers_only_what_works(page, bare_app, shots, pictur
         text = notices.nth(i).text_content()
         assert "<" not in text and not SERVER_PATH.search(text.replace("FOLDER/", "FOLDER-")), text
 
-    # Style transfer: every offered example runs (they only appear when a style model can run them); Stylise
+    # Style transfer: offered examples run (they only appear when a style model can run them; test_fresh_start
+    # runs every row through the handler at a small size); Stylise
     # with an upload either works or says, whole and short, which weights are missing.
     pg.get_by_role("tab", name="Style transfer").click()
-    for i in range(_examples(pg).count()):
+    n = _examples(pg).count()
+    for i in sorted({0, n - 1}) if n else []:  # each one stylises at 512 px: the first and the spatial-control one
         _examples(pg).nth(i).click()
         _idle(pg)
         assert not _errors(pg), _errors(pg)
