@@ -58,6 +58,17 @@ taken over the whole image — the result is the same as in one pass, without se
 are halved automatically on out-of-memory). The style's shorter side is set to *style size* (the paper's test
 setting; 0 = keep)."""
 
+PREPROCESS_CHOICES = [
+    ("App (default): the content's longer side shrunk to max side (never enlarged, any aspect ratio at a bounded "
+     "cost); mask → feature grid by area majority of each 8×8 block", "app"),
+    ("Official (pytorch-AdaIN test.py): content's shorter side 512 and style's = style size, bilinear, long side "
+     "truncated (small images enlarged; max side ignored); mask sampled nearest-neighbour with biased statistics "
+     "(the authors' test.lua)", "official"),
+]
+PREPROCESS_HELP = ("The mask rule used is named under the result. Area majority follows the painted area; the "
+                   "official nearest-neighbour rule reads only the top-left pixel of each 8×8 block, which shifts "
+                   "boundaries by up to 7 px. AdaIN only.")
+
 CACHE_HELP = """**Style cache.** A style's statistics are cached per style image (hash of its pixels) and *style
 size* (and the content, when colours are preserved): a second content with the same style skips the style encoding."""
 
@@ -158,8 +169,11 @@ def _describe(info: dict) -> str:
         parts.append(f"shrunk from {rw}×{rh}")
     if info.get("capped_at"):
         parts.append(f"capped at {info['capped_at']} px")
+    if info.get("preprocess") == "official":
+        parts.append("official pre-processing (test.py sizes and filters)")
     if info["spatial_control"]:
-        parts.append("spatial control: painted region → Style 1, the rest → Style 2")
+        parts.append("spatial control: painted region → Style 1, the rest → Style 2"
+                     + (f" (mask rule: {info['mask_rule']})" if info.get("mask_rule") else ""))
     elif info["styles"] > 1:
         parts.append("weights " + ", ".join(f"{x:.2f}" for x in info["weights"]))
     cached = info["style_cache_hits"]
@@ -179,8 +193,14 @@ def _describe(info: dict) -> str:
 
 @guarded
 def stylize_image(editor, mask_file, spatial, style1, weight1, style2, weight2, style3, weight3, style4, weight4,
-                  alpha, preserve_color, max_side, style_size, model=None, progress=gr.Progress()):
+                  alpha, preserve_color, max_side, style_size, model=None, preprocess="app", progress=gr.Progress()):
     """Content (image-editor value) + styles -> (stylised image, description)."""
+    extra = {}
+    if preprocess and preprocess != "app":
+        if (model or MODEL) != MODEL:
+            raise InputError("Official pre-processing reproduces AdaIN's test.py: choose the AdaIN model, or the "
+                             "app pre-processing.")
+        extra = {"preprocess": preprocess}
     style_values = [style1, weight1, style2, weight2, style3, weight3, style4, weight4]
     preserve = preserve_color
     content, mask = _content_and_mask(editor, mask_file, bool(spatial))
@@ -193,7 +213,7 @@ def stylize_image(editor, mask_file, spatial, style1, weight1, style2, weight2, 
         styles, ws = _styles(style_values)
     res = _pipeline_for(model).run(content, styles, weights=ws, alpha=float(alpha), preserve_color=bool(preserve), mask=mask,
                           max_side=int(max_side or 0), style_size=int(style_size or 0),
-                          progress=progress_callback(progress))
+                          progress=progress_callback(progress), **extra)
     return res.image, _describe(res.info)
 
 
@@ -334,12 +354,13 @@ def build(ctx: AppContext) -> None:
                                          sources=["upload"], height=120)
                 max_side = gr.Slider(0, S_limits.MAX_SIDE_LIMIT, value=512, step=32,
                                      label=f"Max side of the content (px; 0 = keep, capped at {S_limits.MAX_SIDE_LIMIT})")
+                preprocess = gr.Radio(PREPROCESS_CHOICES, value="app", label="Pre-processing", info=PREPROCESS_HELP)
                 run = gr.Button("Stylise", variant="primary")
                 info = gr.Markdown()
                 gr.Markdown(SIZE_HELP.format(limit=S_limits.MAX_SIDE_LIMIT, tile=S_limits.DEFAULT_TILE) + "\n\n"
                             + CACHE_HELP)
                 image_inputs = [editor, mask_file, spatial, *style_inputs, alpha, preserve, max_side, style_size,
-                                model_choice]
+                                model_choice, preprocess]
                 image_event = run.click(cancellable(2)(stylize_image), image_inputs, [output, info],
                                         api_name="stylize_image", **ENGINE_QUEUE)
                 cancel_button(image_event)

@@ -63,6 +63,11 @@ ENCODER_HALO = 40           # px of context around an encoder tile (exact from 3
 DECODER_HALO = 4            # feature px of context around a decoder tile (decoder radius is 3 feature px)
 VIDEO_MAX_FRAMES = 300
 CACHE_SIZE = 64
+# Pre-processing (``preprocess``): "app" (default) or "official" (naoto0804/pytorch-AdaIN test.py; its spatial
+# control comes from the authors' Torch test.lua, as test.py has none). See :func:`official_resize`,
+# :func:`feature_mask` and :func:`feature_mask_nearest`.
+PREPROCESS = ("app", "official")
+OFFICIAL_SIZE = 512         # test.py's --content_size and --style_size defaults
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -162,8 +167,63 @@ def mask_from_layers(layers: Sequence[Any] | None, size: tuple[int, int]) -> np.
     return mask if mask.any() else None
 
 
+def official_size(w: int, h: int, size: int | None) -> tuple[int, int]:
+    """(W, H) after test.py's ``transforms.Resize(size)``: the shorter side becomes ``size``, the longer
+    ``int(size * long / short)`` (truncated); unchanged for 0/None."""
+    if not size:
+        return w, h
+    short, long = (w, h) if w <= h else (h, w)
+    new_short, new_long = int(size), int(int(size) * long / short)
+    return (new_short, new_long) if w <= h else (new_long, new_short)
+
+
+def official_resize(img: Image.Image, size: int | None) -> Image.Image:
+    """The resize of the official test.py (``transforms.Resize(size)`` on a PIL image): :func:`official_size`,
+    PIL bilinear; unchanged when the size already matches. Enlarges small images, as test.py does."""
+    new = official_size(*img.size, size)
+    return img if new == img.size else img.resize(new, Image.Resampling.BILINEAR)
+
+
+def resize_capped(img: Image.Image, size: int | None, cap: int) -> Image.Image:
+    """:func:`official_resize`, except that when its long side would exceed ``cap`` the image is instead scaled
+    (one bilinear resize, sides rounded) so that its long side is ``cap``."""
+    w, h = img.size
+    new = official_size(w, h, size)
+    if max(new) > cap:
+        scale = cap / max(w, h)
+        new = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return img if new == img.size else img.resize(new, Image.Resampling.BILINEAR)
+
+
+def _app_resize(img: Image.Image, limit: int) -> Image.Image:
+    """The app's content rule: shrink so the longer side is at most ``limit`` (never enlarge), with the same
+    filter as the official resize (PIL bilinear); the other side rounded."""
+    if max(img.size) <= limit:
+        return img
+    scale = limit / max(img.size)
+    return img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
+                      Image.Resampling.BILINEAR)
+
+
+def feature_mask_nearest(mask: np.ndarray, feat_hw: tuple[int, int]) -> torch.Tensor:
+    """The official spatial-control mask rule (test.lua: ``image.scale(mask, W, H, 'simple')``): nearest-neighbour
+    sampling of the (H, W) bool mask, whatever its size, at the feature grid -- feature cell (j, i) takes mask pixel
+    (int(j * H / h), int(i * W / w)) computed in float32, i.e. the top-left pixel of its 8x8 block for a mask of
+    the content's size. Returns (1, 1, h, w) float 0/1."""
+    h, w = feat_hw
+    H, W = mask.shape
+    rows = np.minimum((np.arange(h, dtype=np.float32) * (np.float32(H) / np.float32(h))).astype(np.int64), H - 1)
+    cols = np.minimum((np.arange(w, dtype=np.float32) * (np.float32(W) / np.float32(w))).astype(np.int64), W - 1)
+    return torch.from_numpy(mask[np.ix_(rows, cols)].astype(np.float32))[None, None]
+
+
 def feature_mask(mask: np.ndarray, feat_hw: tuple[int, int]) -> torch.Tensor:
-    """(H, W) bool image mask -> (1, 1, h, w) float 0/1 at feature resolution (area average >= 0.5)."""
+    """(H, W) bool image mask -> (1, 1, h, w) float 0/1 at feature resolution (area average >= 0.5).
+
+    The app's rule: each feature cell (an 8x8 pixel block) goes to the region covering most of it. Unlike the
+    official nearest-neighbour sampling (:func:`feature_mask_nearest`, which reads only the block's top-left pixel)
+    it does not shift a boundary by up to 7 px, and a stroke thinner than 8 px is kept or
+    dropped by how much of a block it covers, not by where it happens to cross the sampling grid."""
     m = torch.from_numpy(mask.astype(np.float32))[None, None]
     h, w = feat_hw
     ph, pw = h * DOWNSCALE - m.shape[-2], w * DOWNSCALE - m.shape[-1]
@@ -178,7 +238,7 @@ Stats = tuple[torch.Tensor, torch.Tensor]  # (mean, std), each (1, C, 1, 1) floa
 
 def target_features(fc: torch.Tensor, style_stats: Sequence[Stats], weights: Sequence[float] | None = None,
                     alpha: float = 1.0, mask: torch.Tensor | None = None,
-                    content_stats: Stats | None = None) -> torch.Tensor:
+                    content_stats: Stats | None = None, biased: bool = False) -> torch.Tensor:
     """The decoder's input t for content features ``fc`` (1, C, h, w).
 
     - one style: AdaIN(f_c, s) = sigma_s (f_c - mu_c) / sigma_c + mu_s;
@@ -188,6 +248,9 @@ def target_features(fc: torch.Tensor, style_stats: Sequence[Stats], weights: Seq
       statistics over the masked positions; elsewhere style 1 with the statistics of the rest;
     - then t = alpha t + (1 - alpha) f_c.
     ``content_stats`` overrides the content's own (whole-image) statistics (temporal smoothing).
+    ``biased`` (with a mask; the official test.lua rule): each region's content is normalised by its biased
+    variance, ``(f - mu) / sqrt(var_N + eps)``, as the Torch code's batch-norm does; the style statistics passed
+    in are then expected biased too (:func:`lua_style_stats`).
     """
     fc = fc.float()
     if mask is None:
@@ -202,11 +265,28 @@ def target_features(fc: torch.Tensor, style_stats: Sequence[Stats], weights: Seq
         m = mask.to(fc.device, fc.dtype)
         t = torch.zeros_like(fc)
         for region, (s_mean, s_std) in ((m, style_stats[0]), (1.0 - m, style_stats[1])):
-            c_mean, c_std = mean_std(fc, region)
+            c_mean, c_std = _biased_masked_stats(fc, region) if biased else mean_std(fc, region)
             t = t + region * ((fc - c_mean) / c_std * s_std + s_mean)
     if alpha >= 1.0:
         return t
     return alpha * t + (1.0 - alpha) * fc
+
+
+def _biased_masked_stats(feat: torch.Tensor, region: torch.Tensor, eps: float = 1e-5) -> Stats:
+    """Mean and sqrt(biased variance + eps) of (1, C, h, w) features over the positions where ``region`` = 1."""
+    m = region.reshape(1, 1, -1)
+    flat = feat.reshape(feat.shape[0], feat.shape[1], -1)
+    count = m.sum(dim=2, keepdim=True)
+    mean = (flat * m).sum(dim=2, keepdim=True) / count
+    var = (((flat - mean) ** 2) * m).sum(dim=2, keepdim=True) / count
+    return mean.unsqueeze(-1), (var + eps).sqrt().unsqueeze(-1)
+
+
+def lua_style_stats(feat: torch.Tensor) -> Stats:
+    """Style statistics as the official Torch AdaIN module takes them: mean and *biased* std, no eps."""
+    flat = feat.float().reshape(feat.shape[0], feat.shape[1], -1)
+    var, mean = torch.var_mean(flat, dim=2, unbiased=False)
+    return mean[..., None, None], var.sqrt()[..., None, None]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -315,14 +395,26 @@ def _image_hash(img: Image.Image) -> str:
     return digest.hexdigest()
 
 
-def _resize_style(img: Image.Image, style_size: int | None) -> Image.Image:
-    """Short side to ``style_size`` (0/None = keep), long side capped at STYLE_MAX_SIDE, in one resize: the cap is
-    applied before anything is enlarged, so a thin 4000 x 8 strip becomes 2048 x 4, never 256000 x 512 first."""
-    w, h = img.size
-    scale = style_size / min(w, h) if style_size else 1.0
-    scale = min(scale, STYLE_MAX_SIDE / max(w, h)) if max(w, h) * scale > STYLE_MAX_SIDE else scale
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return img if size == img.size else img.resize(size, Image.Resampling.LANCZOS)
+def _resize_style(img: Image.Image, style_size: int | None, preprocess: str = "app") -> Image.Image:
+    """The official resize (short side ``style_size``, long side truncated, PIL bilinear; 0/None = keep) in both
+    modes, in one resize with the long side capped -- at STYLE_MAX_SIDE in the app (bounded cost for panoramas),
+    at MAX_SIDE_LIMIT in the official mode -- applied before anything is enlarged, so a thin 4000 x 8 strip
+    becomes 2048 x 4, never 256000 x 512 first."""
+    return resize_capped(img, style_size, STYLE_MAX_SIDE if preprocess == "app" else MAX_SIDE_LIMIT)
+
+
+def check_preprocess(preprocess: str | None) -> str:
+    preprocess = preprocess or "app"
+    if preprocess not in PREPROCESS:
+        raise InputError(f"pre-processing must be one of {', '.join(PREPROCESS)}; got {preprocess!r}.")
+    return preprocess
+
+
+def _own_size(mask: Any) -> tuple[int, int]:
+    """(W, H) of a mask given as an array, PIL image, path or bytes."""
+    if isinstance(mask, np.ndarray):
+        return mask.shape[1], mask.shape[0]
+    return imageio.load_rgba(mask).size
 
 
 def _as_list(styles) -> list:
@@ -443,33 +535,39 @@ class StyleTransfer:
         return token
 
     def style_stats(self, style: Any, *, style_size: int | None = 512, color_ref: torch.Tensor | None = None,
-                    color_key: str | None = None) -> tuple[Stats, bool]:
+                    color_key: str | None = None, preprocess: str = "app",
+                    biased: bool = False) -> tuple[Stats, bool]:
         """(mean, std) of a style image's relu4_1 features, and whether they came from the cache.
 
         Key: the model, a hash of the decoded style pixels, ``style_size``, and (with colour preservation) the key
-        of the colour reference ``color_ref`` (1, 3, H, W) the style is recoloured to.
+        of the colour reference ``color_ref`` (1, 3, H, W) the style is recoloured to, the pre-processing and the
+        statistics rule (``biased``: :func:`lua_style_stats`, for the official spatial control).
         """
         img = imageio.load_image(style)
-        key = (self._model_token(), _image_hash(img), int(style_size or 0), color_key if color_ref is not None else None)
+        key = (self._model_token(), _image_hash(img), int(style_size or 0), color_key if color_ref is not None else None,
+               check_preprocess(preprocess), bool(biased))
         cached = self._cache_get(key) if self.cache_size > 0 else None
         if cached is not None:
             return cached, True
-        x = imageio.pil_to_tensor(_resize_style(img, style_size))
+        x = imageio.pil_to_tensor(_resize_style(img, style_size, preprocess))
         if color_ref is not None:
             x = match_color(x, color_ref)
         x, _ = _pad_input(x)
-        stats = mean_std(run_exclusive(self.encode, x))
+        stats = (lua_style_stats if biased else mean_std)(run_exclusive(self.encode, x))
         self._cache_put(key, stats)
         return stats, False
 
     # ---- images ----
     def stylize_tensor(self, content: torch.Tensor, style_stats: Sequence[Stats], *, weights=None, alpha: float = 1.0,
                        mask: np.ndarray | None = None, content_stats: Stats | None = None,
-                       return_stats: bool = False):
+                       return_stats: bool = False, mask_rule: str = "area"):
         """Stylise a content tensor (1, 3, H, W) in [0, 1] with precomputed style statistics.
 
         Returns the decoder output (1, 3, H, W) float32 on the engine device, not clamped (and, with
         ``return_stats``, the content's whole-image feature statistics, used for temporal smoothing).
+        ``mask_rule``: "area" (the app's, :func:`feature_mask`) or "official" (test.lua: nearest-neighbour sampling
+        of the mask at its own size, :func:`feature_mask_nearest`, and biased region statistics; the style
+        statistics must then come from ``style_stats(..., biased=True)``).
         """
         if not 0.0 <= alpha <= 1.0:
             raise InputError(f"alpha must be between 0 and 1; got {alpha}.")
@@ -480,16 +578,20 @@ class StyleTransfer:
             x, (h, w) = _pad_input(content.to(self.device))
             fc = self.encode(x)
             use, fmask = stats_list, None
-            if fmask_needed:
+            if fmask_needed and mask_rule == "official":
+                fmask = feature_mask_nearest(mask, fc.shape[-2:]).to(fc.device)
+            elif fmask_needed:
                 m = mask
                 if x.shape[-2:] != (h, w):
                     m = np.pad(m, ((0, x.shape[-2] - h), (0, x.shape[-1] - w)), mode="edge")
                 fmask = feature_mask(m, fc.shape[-2:]).to(fc.device)
+            if fmask_needed:
                 n_fg = int(fmask.sum())
                 if n_fg < 2 or n_fg > fmask.numel() - 2:  # (almost) one region only: its style everywhere
                     use, fmask = [stats_list[0] if n_fg * 2 >= fmask.numel() else stats_list[1]], None
             own = mean_std(fc) if return_stats else None
-            t = target_features(fc, use, weights if not fmask_needed else None, alpha, fmask, content_stats)
+            t = target_features(fc, use, weights if not fmask_needed else None, alpha, fmask, content_stats,
+                                biased=mask_rule == "official")
             out = self.decode(t)[..., :h, :w]
             return out, own
 
@@ -498,12 +600,25 @@ class StyleTransfer:
 
     def run(self, content: Any, styles: Any, *, weights: Sequence[float] | None = None, alpha: float = 1.0,
             preserve_color: bool = False, mask: Any = None, max_side: int | None = 512,
-            style_size: int | None = 512, progress: Progress = None) -> StyleResult:
+            style_size: int | None = 512, progress: Progress = None, preprocess: str = "app",
+            content_size: int | None = OFFICIAL_SIZE) -> StyleResult:
         """Stylise ``content`` with one or more ``styles`` (paths, bytes, PIL images or arrays).
 
         ``weights``: interpolation weights (normalised); ``mask``: with exactly two styles, the region (white /
-        painted) that gets ``styles[0]``; the rest gets ``styles[1]``. ``max_side`` (0/None = keep) is capped at
-        MAX_SIDE_LIMIT. Returns the image (at the processed size) and an info dict.
+        painted) that gets ``styles[0]``; the rest gets ``styles[1]``. Returns the image and an info dict.
+
+        ``preprocess``:
+        - "app" (default): the content's *longer* side is shrunk to ``max_side`` (0/None = keep; capped at
+          MAX_SIDE_LIMIT; never enlarged), so the cost is bounded whatever the aspect ratio and small images stay
+          sharp; the style's shorter side is set to ``style_size`` as in test.py (long side capped at
+          STYLE_MAX_SIDE); masks go to the feature grid by area majority (:func:`feature_mask`);
+        - "official": exactly test.py's sizes and filters -- content and style with the *shorter* side set to
+          ``content_size`` / ``style_size`` (512 by default; small images are enlarged), the longer side
+          truncated, PIL bilinear (:func:`official_resize`); ``max_side`` is ignored (the content's long side is
+          still capped at MAX_SIDE_LIMIT, noted in the info). Spatial control (not in test.py) follows the
+          authors' test.lua: the mask sampled nearest-neighbour at the feature grid and biased statistics.
+        Both modes crop the decoder output to the content's size: test.py saves the uncropped 8*ceil(side/8)
+        output, whose top-left part is the same image.
         """
         start = time.perf_counter()
         styles = _as_list(styles)
@@ -519,16 +634,31 @@ class StyleTransfer:
         if norm_w is not None and 0.0 in norm_w:  # a style with weight 0 contributes nothing: do not encode it
             styles, norm_w = zip(*[(s, w) for s, w in zip(styles, norm_w) if w > 0])
             styles, norm_w = list(styles), list(norm_w)
-        info: dict[str, Any] = {}
-        limit = min(int(max_side), MAX_SIDE_LIMIT) if max_side else MAX_SIDE_LIMIT
+        preprocess = check_preprocess(preprocess)
+        info: dict[str, Any] = {"preprocess": preprocess}
         img = imageio.load_image(content)
-        if max(img.size) > limit:
-            info["resized_from"] = img.size
-        img = imageio.resize_max_side(img, limit)
-        if "resized_from" in info and (not max_side or int(max_side) > MAX_SIDE_LIMIT):
-            info["capped_at"] = MAX_SIDE_LIMIT
+        original = img.size
+        if preprocess == "official":
+            if max(official_size(*img.size, content_size)) > MAX_SIDE_LIMIT:
+                info["capped_at"] = MAX_SIDE_LIMIT
+            img = resize_capped(img, content_size, MAX_SIDE_LIMIT)
+            if img.size != original:
+                info["resized_from"] = original
+        else:
+            limit = min(int(max_side), MAX_SIDE_LIMIT) if max_side else MAX_SIDE_LIMIT
+            if max(img.size) > limit:
+                info["resized_from"] = img.size
+            img = _app_resize(img, limit)
+            if "resized_from" in info and (not max_side or int(max_side) > MAX_SIDE_LIMIT):
+                info["capped_at"] = MAX_SIDE_LIMIT
         x = imageio.pil_to_tensor(img)
-        mask_np = mask_array(mask, img.size) if mask is not None else None
+        if mask is None:
+            mask_np = None
+        elif preprocess == "official":  # test.lua samples the mask at its own size (that of the original content)
+            mask_np = mask_array(mask, _own_size(mask))
+        else:
+            mask_np = mask_array(mask, img.size)
+        official_mask = preprocess == "official" and mask_np is not None
 
         color_key = _image_hash(img) if preserve_color else None
         stats, hits = [], 0
@@ -536,12 +666,13 @@ class StyleTransfer:
             if progress:
                 progress(0.6 * k / len(styles), f"style {k + 1}/{len(styles)}")
             st, hit = self.style_stats(s, style_size=style_size, color_ref=x if preserve_color else None,
-                                       color_key=color_key)
+                                       color_key=color_key, preprocess=preprocess, biased=official_mask)
             stats.append(st)
             hits += hit
         if progress:
             progress(0.6, "stylising")
-        out = self.stylize_tensor(x, stats, weights=norm_w, alpha=float(alpha), mask=mask_np)
+        out = self.stylize_tensor(x, stats, weights=norm_w, alpha=float(alpha), mask=mask_np,
+                                  mask_rule="official" if official_mask else "area")
         if progress:
             progress(1.0, "done")
         tile = self.tile_size
@@ -549,6 +680,8 @@ class StyleTransfer:
             "size": img.size, "styles": len(styles), "weights": norm_w, "style_cache_hits": hits,
             "tiled": bool(tile and max(img.size) > tile), "tile_size": tile,
             "spatial_control": mask_np is not None, "preserve_color": bool(preserve_color),
+            "mask_rule": None if mask_np is None else ("nearest, biased statistics (test.lua)" if official_mask
+                                                       else "area majority"),
             "seconds": round(time.perf_counter() - start, 3), "device": str(self.device),
         })
         return StyleResult(imageio.tensor_to_pil(out), info)
