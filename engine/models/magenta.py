@@ -67,8 +67,15 @@ def _same_pad(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
 
 
 class _SameConv(nn.Conv2d):
+    """Conv with TF "SAME" padding: symmetric (the conv's own) for stride 1, computed per input for stride 2."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.stride[0] == 1:
+            self.padding = (self.kernel_size[0] // 2, self.kernel_size[1] // 2)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(_same_pad(x, self.kernel_size[0], self.stride[0]))
+        return super().forward(x if self.stride[0] == 1 else _same_pad(x, self.kernel_size[0], self.stride[0]))
 
 
 class _InvertedResidual(nn.Module):
@@ -81,8 +88,8 @@ class _InvertedResidual(nn.Module):
         self.residual = stride == 1 and cin == cout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.relu6(self.expand(x)) if self.expand is not None else x
-        y = self.project(F.relu6(self.depthwise(y)))
+        y = F.relu6(self.expand(x), inplace=True) if self.expand is not None else x
+        y = self.project(F.relu6(self.depthwise(y), inplace=True))
         return x + y if self.residual else y
 
 
@@ -102,9 +109,11 @@ class StylePredict(nn.Module):
         self.bottleneck = nn.Conv2d(1280, STYLE_DIM, 1)
 
     def forward(self, style: torch.Tensor) -> torch.Tensor:
-        x = self.blocks(F.relu6(self.stem(style)))
-        x = F.relu6(self.head(x)).mean(dim=(2, 3), keepdim=True)
-        return self.bottleneck(x)
+        if style.device.type == "cpu":   # CPU: channels-last runs the depthwise convs in oneDNN (2x faster here)
+            style = style.contiguous(memory_format=torch.channels_last)
+        x = self.blocks(F.relu6(self.stem(style), inplace=True))
+        x = F.relu6(self.head(x), inplace=True).mean(dim=(2, 3), keepdim=True)
+        return self.bottleneck(x).contiguous()
 
 
 # ---------------------------------------------------------------------------------------------------------------
