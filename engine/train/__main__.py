@@ -5,6 +5,7 @@
     python -m engine.train cut --out runs/cut_h2z --resume            # continue from runs/cut_h2z/checkpoints/latest.pt
     python -m engine.train export runs/cut_h2z --out weights/ours/cut_h2z.pth --fp16 --key cut-h2z-ours
     python -m engine.train pack --a .../trainA --b .../trainB --out .h2z --quality 85   # a copy small enough to carry
+    python -m engine.train ugatit --a .../trainA --b .../trainB --out runs/ugatit_h2z [--light]   # U-GAT-IT (ICLR 2020)
 
 Without --a/--b, DATA_DIR/horse2zebra/trainA and trainB are used when present. Defaults are the official ones
 (see engine/train/config.py); everything can be made tiny for a smoke test (--crop-size 64 --load-size 72 --ngf 16).
@@ -34,8 +35,29 @@ def _train_parser(sub, mode: str) -> None:
                    help="continue a run: a checkpoint file or run folder (default: --out's latest checkpoint)")
     g = p.add_argument_group("networks")
     g.add_argument("--ngf", type=int, help="generator width (64 official; 32 or 16 for a small, fast model)")
-    g.add_argument("--n-blocks", type=int, help="residual blocks (9)")
+    g.add_argument("--n-blocks", type=int, help="residual blocks (CUT 9, U-GAT-IT 4)")
     g.add_argument("--ndf", type=int, help="discriminator width (64)")
+    if mode == "ugatit":
+        _ugatit_arguments(p, g)
+    else:
+        _cut_arguments(p, g)
+    _common_arguments(p)
+
+
+def _ugatit_arguments(p, g) -> None:
+    g.add_argument("--light", action="store_true", default=None,
+                   help="U-GAT-IT light: the AdaLIN MLP reads pooled features (less memory; any size at inference)")
+    g.add_argument("--n-layers-d-global", type=int, help="global discriminator layers (7)")
+    g.add_argument("--n-layers-d-local", type=int, help="local discriminator layers (5)")
+    g = p.add_argument_group("losses")
+    g.add_argument("--lambda-adv", type=float, help="adversarial weight (1)")
+    g.add_argument("--lambda-cycle", type=float, help="cycle weight (10)")
+    g.add_argument("--lambda-identity", type=float, help="identity weight (10)")
+    g.add_argument("--lambda-cam", type=float, help="CAM weight (1000)")
+    g.add_argument("--weight-decay", type=float, help="Adam weight decay (1e-4)")
+
+
+def _cut_arguments(p, g) -> None:
     g.add_argument("--n-layers-d", type=int, help="PatchGAN layers (3 = 70x70)")
     g.add_argument("--no-d-antialias", dest="d_antialias", action="store_false", default=None,
                    help="stride-2 discriminator convs instead of CUT's blur-pool")
@@ -48,6 +70,9 @@ def _train_parser(sub, mode: str) -> None:
     g.add_argument("--num-patches", type=int)
     g.add_argument("--nce-t", type=float)
     g.add_argument("--netf-nc", type=int, help="MLP head width (256)")
+
+
+def _common_arguments(p) -> None:
     g = p.add_argument_group("optimisation")
     g.add_argument("--lr", type=float)
     g.add_argument("--beta1", type=float)
@@ -99,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub, "cut")
     _train_parser(sub, "fastcut")
+    _train_parser(sub, "ugatit")
     _export_parser(sub)
     _pack_parser(sub)
     args = parser.parse_args(argv)
@@ -115,8 +141,19 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     if args.command == "export":
+        from . import checkpoint as ckpt_io
         from .export import export_from_checkpoint, registry_snippet
 
+        state = ckpt_io.load(args.checkpoint)
+        if state.get("format") == ckpt_io.UGATIT_FORMAT:
+            from .ugatit import export_from_checkpoint as export_ugatit, install_hint
+
+            info = export_ugatit(state, args.out, fp16=args.fp16)
+            print(json.dumps(info, indent=2))
+            print()
+            print(install_hint(info, args.out))
+            return 0
+        del state
         info = export_from_checkpoint(args.checkpoint, args.out, fp16=args.fp16)
         print(json.dumps(info, indent=2))
         print()

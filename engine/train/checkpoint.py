@@ -1,4 +1,4 @@
-"""Resumable training checkpoints for CUT / FastCUT (Park et al., ECCV 2020) runs.
+"""Resumable training checkpoints for CUT / FastCUT (Park et al., ECCV 2020) and U-GAT-IT (Kim et al., ICLR 2020) runs.
 
 A checkpoint is one ``torch.save`` dict that loads with ``weights_only=True`` (tensors and plain containers only):
 ``format``, ``config`` (TrainConfig as a dict), ``step``, the state dicts of the generator ``G``, discriminator
@@ -16,6 +16,8 @@ import numpy as np
 import torch
 
 FORMAT = "gan-studio-cut-train-v1"
+UGATIT_FORMAT = "gan-studio-ugatit-train-v1"
+FORMATS = (FORMAT, UGATIT_FORMAT)
 
 
 def rng_state() -> dict[str, Any]:
@@ -64,6 +66,6 @@ def load(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise InputError(f"No training checkpoint at {path}")
     obj = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-        raise InputError(f"{path} is not a CUT training checkpoint ({FORMAT})")
+    if not isinstance(obj, dict) or obj.get("format") not in FORMATS:
+        raise InputError(f"{path} is not a training checkpoint of engine.train ({', '.join(FORMATS)})")
     return obj

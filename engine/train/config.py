@@ -1,4 +1,4 @@
-"""Settings of a CUT / FastCUT training run, with the official presets.
+"""Settings of a CUT / FastCUT / U-GAT-IT training run, with the official presets.
 
 Paper: T. Park, A. A. Efros, R. Zhang, J.-Y. Zhu, "Contrastive Learning for Unpaired Image-to-Image Translation",
 ECCV 2020. Defaults follow the paper and its official code (taesungp/contrastive-unpaired-translation):
@@ -14,6 +14,14 @@ Common: ResNet-9 generator with antialiased sampling (ngf 64), 70×70 PatchGAN (
 least-squares GAN loss, PatchNCE on generator layers 0,4,8,12,16 with 256 patches per layer, a 2-layer MLP head of
 256 units, temperature 0.07, negatives from the same image; Adam lr 2e-4, β = (0.5, 0.999); batch size 1;
 load size 286, random crop 256, random horizontal flip; Xavier-normal init with gain 0.02.
+
+U-GAT-IT (Kim et al., ICLR 2020; official PyTorch code znxlwm/UGATIT-pytorch), preset ``ugatit``: generator ngf 64
+with 4 residual blocks, full mode by default (``light`` = the official ``--light``), global (7-layer) and local
+(5-layer) CAM discriminators with ndf 64; LSGAN adversarial loss (λ 1), cycle λ 10, identity λ 10, CAM λ 1000;
+Adam lr 1e-4, β = (0.5, 0.999), weight decay 1e-4 (Adam's L2 form), linear decay to zero over the second half
+(per iteration, as the official ``decay_flag``); resize to 286² (bilinear, torchvision's default) · random crop 256
+· random flip, without the CUT rule that stops the jitter during the decay; default PyTorch initialisation.
+The official run is 1,000,000 iterations; 375 + 375 epochs of max(|A|, |B|) = 1,334 horse2zebra images is 1,000,500.
 """
 from __future__ import annotations
 
@@ -21,7 +29,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-MODES = ("cut", "fastcut")
+MODES = ("cut", "fastcut", "ugatit")
 
 # Fields that may differ when a run is resumed (they do not change the model or the maths).
 RUN_CONTROL_FIELDS = ("a_dir", "b_dir", "out_dir", "max_steps", "time_budget", "num_workers", "print_every", "sample_every",
@@ -50,6 +58,15 @@ class TrainConfig:
     num_patches: int = 256
     nce_t: float = 0.07
     netf_nc: int = 256
+    # U-GAT-IT only (mode "ugatit")
+    light: bool = False               # official --light: the AdaLIN MLP reads pooled features (any size, less memory)
+    n_layers_d_global: int = 7
+    n_layers_d_local: int = 5
+    lambda_adv: float = 1.0
+    lambda_cycle: float = 10.0
+    lambda_identity: float = 10.0
+    lambda_cam: float = 1000.0
+    weight_decay: float = 0.0         # Adam L2 weight decay (U-GAT-IT: 1e-4; CUT: none)
     # optimisation
     lr: float = 2e-4
     beta1: float = 0.5
@@ -90,6 +107,14 @@ class TrainConfig:
             raise ValueError(f"amp must be auto, off, bf16 or fp16, got {self.amp!r}")
         if self.batch_size < 1 or self.num_patches < 1 or self.nce_t <= 0:
             raise ValueError("batch_size and num_patches must be >= 1 and nce_t > 0")
+        if self.mode == "ugatit":
+            smallest = 3 * 2 ** (max(self.n_layers_d_global, self.n_layers_d_local) - 2)
+            if self.crop_size < smallest:
+                raise ValueError(f"crop size must be at least {smallest} for a {self.n_layers_d_global}-layer global "
+                                 f"discriminator (its last feature map must stay larger than its padding); got "
+                                 f"{self.crop_size}")
+            if min(self.n_layers_d_global, self.n_layers_d_local) < 3:
+                raise ValueError("U-GAT-IT discriminators need at least 3 layers")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -115,6 +140,9 @@ def preset(mode: str) -> dict[str, Any]:
     if mode == "fastcut":
         return dict(mode="fastcut", lambda_gan=1.0, lambda_nce=10.0, nce_idt=False, flip_equivariance=True,
                     n_epochs=150, n_epochs_decay=50)
+    if mode == "ugatit":
+        return dict(mode="ugatit", n_blocks=4, lr=1e-4, weight_decay=1e-4, n_epochs=375, n_epochs_decay=375,
+                    out_dir="runs/ugatit")
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
 
 

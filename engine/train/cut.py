@@ -218,6 +218,28 @@ class CUTTrainer:
             y = self.G(x.to(self.device))
         return y.float().cpu()
 
+    # ---- what the shared training loop (train()) asks of a trainer ---------------------------------------------
+    export_name = "latest_net_G.pth"
+
+    @property
+    def jitter_epochs(self) -> int:
+        """Epochs with resize-and-crop jitter (official CUT: none once the learning rate decays)."""
+        return self.cfg.n_epochs
+
+    resample = 3   # PIL.Image.BICUBIC, the official CUT resize
+
+    def sample_columns(self, sample_A: torch.Tensor, sample_B: torch.Tensor) -> list[torch.Tensor]:
+        """Columns of the sample grid: A, G(A) and, for CUT, B, G(B) (identity)."""
+        cols = [sample_A, self.translate(sample_A)]
+        if self.cfg.nce_idt:
+            cols += [sample_B, self.translate(sample_B)]
+        return cols
+
+    def export(self, path: str | Path, fp16: bool, meta: dict[str, Any]) -> dict[str, Any]:
+        from .export import export_generator
+
+        return export_generator(self.G, path, fp16=fp16, meta=meta)
+
     # ---- state ----------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -296,6 +318,14 @@ def _format_losses(losses: dict[str, float]) -> str:
     return " ".join(f"{k} {v:.3f}" for k, v in losses.items())
 
 
+def trainer_class(mode: str):
+    """The trainer of a mode: CUTTrainer for cut / fastcut, UGATITTrainer for ugatit (engine/train/ugatit.py)."""
+    if mode == "ugatit":
+        from .ugatit import UGATITTrainer
+        return UGATITTrainer
+    return CUTTrainer
+
+
 def train(cfg: TrainConfig, resume: str | Path | None = None, progress: Progress = None,
           log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train (or continue) a run; returns a summary (steps, seconds per iteration, last losses, file paths).
@@ -305,12 +335,11 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: Progress
     and ``export/latest_net_G.pth`` + ``.json`` (the generator in the official CUT layout, at the end).
     """
     from .data import UnpairedData, fixed_batch, list_images
-    from .export import export_generator
 
     if resume is not None:
         state = ckpt_io.load(resume)
         overrides = {k: getattr(cfg, k) for k in RUN_CONTROL_FIELDS}
-        trainer = CUTTrainer.from_checkpoint(state, overrides)
+        trainer = trainer_class(state["config"]["mode"]).from_checkpoint(state, overrides)
         cfg = trainer.cfg
         del state
         log(f"resumed from {resume} at step {trainer.step} (epoch {trainer.epoch})")
@@ -318,7 +347,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: Progress
     b_files = list_images(cfg.b_dir, cfg.max_images)
     if resume is None:
         epoch_size = cfg.epoch_size or max(1, max(len(a_files), len(b_files)) // cfg.batch_size)
-        trainer = CUTTrainer(cfg, epoch_size)
+        trainer = trainer_class(cfg.mode)(cfg, epoch_size)
     epoch_size = trainer.epoch_size
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -332,8 +361,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: Progress
         f"({total} it); this run: steps {start} -> {end}")
     bs = cfg.batch_size
     data = UnpairedData(a_files, b_files, load_size=cfg.load_size, crop_size=cfg.crop_size, flip=not cfg.no_flip,
-                        seed=cfg.seed, samples_per_epoch=epoch_size * bs, n_epochs_constant=cfg.n_epochs,
-                        start=start * bs, length=max(0, end - start) * bs)
+                        seed=cfg.seed, samples_per_epoch=epoch_size * bs, n_epochs_constant=trainer.jitter_epochs,
+                        start=start * bs, length=max(0, end - start) * bs, resample=trainer.resample)
     on_cuda = trainer.device.type == "cuda"
     workers = max(0, cfg.num_workers)
     loader = torch.utils.data.DataLoader(data, batch_size=bs, shuffle=False, num_workers=workers,
@@ -344,10 +373,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: Progress
     sample_B = fixed_batch(b_files, cfg.n_samples, cfg.crop_size)
 
     def write_samples() -> Path:
-        cols = [sample_A, trainer.translate(sample_A)]
-        if cfg.nce_idt:
-            cols += [sample_B, trainer.translate(sample_B)]
-        return save_grid(out / "samples" / f"step_{trainer.step:07d}.png", cols)
+        return save_grid(out / "samples" / f"step_{trainer.step:07d}.png", trainer.sample_columns(sample_A, sample_B))
 
     def save_ckpt() -> Path:
         return ckpt_io.save(trainer.state_dict(), out / "checkpoints" / "latest.pt")
@@ -401,10 +427,10 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: Progress
         log_file.close()
     ckpt_path = save_ckpt()
     grid = write_samples()
-    export_path = out / "export" / "latest_net_G.pth"
-    info = export_generator(trainer.G, export_path, fp16=cfg.export_fp16,
-                            meta={"mode": cfg.mode, "step": trainer.step, "epoch_size": epoch_size,
-                                  "crop_size": cfg.crop_size, "a_dir": str(cfg.a_dir), "b_dir": str(cfg.b_dir)})
+    export_path = out / "export" / trainer.export_name
+    info = trainer.export(export_path, cfg.export_fp16,
+                          {"mode": cfg.mode, "step": trainer.step, "epoch_size": epoch_size,
+                           "crop_size": cfg.crop_size, "a_dir": str(cfg.a_dir), "b_dir": str(cfg.b_dir)})
     elapsed = time.perf_counter() - t_start
     log(f"stopped ({stopped}) at step {trainer.step} after {elapsed / 60:.1f} min; checkpoint {ckpt_path}; "
         f"samples {grid}; generator {export_path} ({info['size'] / 2 ** 20:.1f} MiB)")

@@ -41,11 +41,13 @@ def to_model_range(img: Image.Image) -> torch.Tensor:
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
 
 
-def augment(img: Image.Image, load_size: int, crop_size: int, flip: bool, rng: np.random.Generator) -> torch.Tensor:
-    """Resize to load_size² (bicubic), random crop_size² crop, random horizontal flip -> (3, crop, crop) in [-1, 1]."""
+def augment(img: Image.Image, load_size: int, crop_size: int, flip: bool, rng: np.random.Generator,
+            resample: int = Image.BICUBIC) -> torch.Tensor:
+    """Resize to load_size² (bicubic; U-GAT-IT: bilinear), random crop_size² crop, random horizontal flip
+    -> (3, crop, crop) in [-1, 1]."""
     img = img if img.mode == "RGB" else img.convert("RGB")
     if img.size != (load_size, load_size):
-        img = img.resize((load_size, load_size), Image.BICUBIC)
+        img = img.resize((load_size, load_size), resample)
     x = int(rng.integers(0, load_size - crop_size + 1))
     y = int(rng.integers(0, load_size - crop_size + 1))
     img = img.crop((x, y, x + crop_size, y + crop_size))
@@ -64,12 +66,13 @@ class UnpairedData(torch.utils.data.Dataset):
 
     def __init__(self, a_files: list[Path], b_files: list[Path], *, load_size: int, crop_size: int,
                  flip: bool, seed: int, samples_per_epoch: int, n_epochs_constant: int,
-                 start: int = 0, length: int = 0):
+                 start: int = 0, length: int = 0, resample: int = Image.BICUBIC):
         self.a_files, self.b_files = list(a_files), list(b_files)
         self.load_size, self.crop_size, self.flip, self.seed = load_size, crop_size, flip, seed
         self.samples_per_epoch = max(1, int(samples_per_epoch))
         self.n_epochs_constant = n_epochs_constant
         self.start, self.length = int(start), int(length)
+        self.resample = resample
         self._perm_cache: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -90,8 +93,8 @@ class UnpairedData(torch.utils.data.Dataset):
         b_index = int(rng.integers(0, len(self.b_files)))
         # official: no resize-and-crop jitter once the learning rate decays (1-based epoch > n_epochs)
         load = self.crop_size if epoch + 1 > self.n_epochs_constant else self.load_size
-        a = augment(load_image(self.a_files[a_index]), load, self.crop_size, self.flip, rng)
-        b = augment(load_image(self.b_files[b_index]), load, self.crop_size, self.flip, rng)
+        a = augment(load_image(self.a_files[a_index]), load, self.crop_size, self.flip, rng, self.resample)
+        b = augment(load_image(self.b_files[b_index]), load, self.crop_size, self.flip, rng, self.resample)
         return {"A": a, "B": b, "A_index": a_index, "B_index": b_index}
 
     def __getitem__(self, i: int) -> dict:
