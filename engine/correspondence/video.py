@@ -224,15 +224,19 @@ class StreamEditPropagator(StreamPropagator):
         self.since_anchor = 0
         self.stats["reanchors"] += 1
 
-    def edit_layer(self, frame_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-        """The edit warped onto the current frame: (premultiplied RGBA float (H, W, 4), weight (H, W))."""
+    def placement(self, frame_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """Where the current frame's pixels are in the reference (H, W, 2) and the edit's weight there (H, W)."""
         h, w = frame_shape
         full_map = cv2.resize(self.map, (w, h), interpolation=cv2.INTER_LINEAR) / self.ref_scale
-        layer = visualise.warp_rgba(self.edit, full_map, self._edit_pm)
         weight = cv2.resize(self.conf, (w, h), interpolation=cv2.INTER_LINEAR)
         lo = self.opt.min_confidence
         weight = np.clip((weight - lo) / max(1e-6, 1 - lo), 0, 1)
-        return layer, weight
+        return full_map, weight
+
+    def edit_layer(self, frame_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """The edit warped onto the current frame: (premultiplied RGBA float (H, W, 4), weight (H, W))."""
+        full_map, weight = self.placement(frame_shape)
+        return visualise.warp_rgba(self.edit, full_map, self._edit_pm), weight
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
         t0 = time.perf_counter()
