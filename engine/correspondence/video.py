@@ -40,6 +40,8 @@ class StreamOptions:
     fb_tolerance: float = 1.5     # forward-backward error (proc pixels) at which a pixel's confidence halves
     confidence_decay: float = 0.998  # per-frame decay of the chained confidence (unverified accumulation)
     min_confidence: float = 0.15  # below this the edit is not drawn at all
+    anchor: str = "auto"          # first frame -> reference: "flow" (same scene), "semantic" (another instance), "auto"
+    motion: str = "affine"        # the transform tracked per frame: "affine" or "similarity"
 
 
 def _gray(frame: np.ndarray, side: int) -> tuple[np.ndarray, float]:
@@ -83,13 +85,111 @@ def _fb_confidence(fwd: np.ndarray, bwd: np.ndarray, tol: float) -> np.ndarray:
     return (1.0 / (1.0 + (err / tol) ** 2) * inside).astype(np.float32)
 
 
-class StreamEditPropagator(StreamPropagator):
-    """Blend an edit painted on a reference frame into each new frame of a stream.
+def _affine(m: np.ndarray) -> np.ndarray:
+    """2x3 -> 3x3."""
+    return np.vstack([m, [0.0, 0.0, 1.0]])
 
-    edit_rgba: (Hr, Wr, 4) uint8 drawn on ``reference`` (Hr, Wr, 3) uint8. Frames may have another size; they are
-    related to the reference through normalised coordinates before tracking starts.
-    anchor: optional ``fn(frame, reference) -> (map (H, W, 2) in reference pixels, confidence (H, W))`` used to
-    re-anchor (default: optical flow straight to the reference, fine for a live camera / one shot).
+
+def _apply(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """Apply a 2x3 affine map to (N, 2) points."""
+    return pts @ m[:, :2].T + m[:, 2]
+
+
+def _affine_map(m: np.ndarray, h: int, w: int) -> np.ndarray:
+    """(h, w, 2) positions m(x, y) of every pixel."""
+    g = _grid(h, w)
+    return (g[..., 0:1] * m[:, 0] + g[..., 1:2] * m[:, 1] + m[:, 2]).astype(np.float32)
+
+
+def _sample(field: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """Bilinear samples of an (H, W, C) field at (N, 2) points (border replicated)."""
+    xs = np.ascontiguousarray(pts[:, 0], np.float32).reshape(1, -1)
+    ys = np.ascontiguousarray(pts[:, 1], np.float32).reshape(1, -1)
+    out = cv2.remap(field, xs, ys, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return out.reshape(-1, field.shape[2] if field.ndim == 3 else 1)
+
+
+def _fit(src: np.ndarray, dst: np.ndarray, tol: float, model: str) -> tuple[Optional[np.ndarray], float]:
+    """Robust (RANSAC) affine / similarity src -> dst; (2x3 or None, inlier fraction)."""
+    if len(src) < 6:
+        return None, 0.0
+    fn = cv2.estimateAffinePartial2D if model == "similarity" else cv2.estimateAffine2D
+    m, inl = fn(src.astype(np.float32), dst.astype(np.float32), method=cv2.RANSAC, ransacReprojThreshold=float(tol),
+                maxIters=500, confidence=0.99, refineIters=10)
+    if m is None or inl is None:
+        return None, 0.0
+    return m.astype(np.float64), float(inl.mean())
+
+
+def _ncc(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
+    """Normalised cross-correlation of two gray images over ``mask``."""
+    if mask.sum() < 16:
+        return 0.0
+    x = a[mask].astype(np.float32)
+    y = b[mask].astype(np.float32)
+    x -= x.mean()
+    y -= y.mean()
+    d = float(np.sqrt((x * x).sum() * (y * y).sum()))
+    return float((x * y).sum() / d) if d > 1e-6 else 0.0
+
+
+def _ramp(v: float, lo: float, hi: float) -> float:
+    return float(np.clip((v - lo) / (hi - lo), 0.0, 1.0))
+
+
+def semantic_anchor(frame: np.ndarray, reference: np.ndarray, model: str = "similarity",
+                    params=None) -> tuple[Optional[np.ndarray], float]:
+    """A 2x3 map of ``frame`` pixels onto ``reference`` pixels when the two show *different* instances (another
+    face): the classic matcher (SIFT-Flow-style, engine/correspondence/classic.py) over a wide range of scales, a
+    robust fit of one transform to its confident matches, then the same again on the frame resampled into the
+    reference's framing (the face now at the reference's scale), composed. Returns (map or None, inlier share)."""
+    from . import classic
+
+    hr, wr = reference.shape[:2]
+    base = params or classic.FlowParams()
+    wide = classic.with_params(base, scales=WIDE_SCALES)
+
+    def fit(res, tol):
+        h, w = res.confidence.shape
+        step = max(2, int(round(max(h, w) / 96)))
+        ys, xs = np.mgrid[0:h:step, 0:w:step]
+        sel = res.confidence[ys, xs] > 0.3
+        src = np.stack([xs[sel], ys[sel]], -1).astype(np.float32)
+        return _fit(src, res.flow[ys[sel], xs[sel]], tol, model)
+
+    coarse = classic.dense_flow(frame, reference, wide, bidirectional=False)
+    a1, share1 = fit(coarse, 0.04 * max(hr, wr))
+    if a1 is None:
+        return None, 0.0
+    crop = cv2.warpAffine(frame, a1, (wr, hr), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    fine = classic.dense_flow(crop, reference, classic.with_params(base, scales=(0.79, 1.0, 1.26)),
+                              bidirectional=False)
+    a2, share2 = fit(fine, 0.03 * max(hr, wr))
+    if a2 is None:
+        return a1, share1
+    return (_affine(a2) @ _affine(a1))[:2], share2
+
+
+WIDE_SCALES = (0.25, 0.32, 0.4, 0.5, 0.63, 0.79, 1.0, 1.26)
+
+
+class StreamEditPropagator(StreamPropagator):
+    """Blend an edit painted on a reference image into each new frame of a stream.
+
+    edit_rgba: (Hr, Wr, 4) uint8 drawn on ``reference`` (Hr, Wr, 3) uint8. The reference may be a frame of the
+    stream itself (webcam: "use this frame"; video: "paint on the first frame") or another image showing the same
+    kind of object (a portrait, GANgealing's average face): the first frame is matched to it by optical flow in
+    the first case and by the classic matcher in the second (``options.anchor``: "auto" decides by how well
+    optical flow explains the reference).
+    anchor: optional ``fn(frame, reference) -> (map (H, W, 2) in reference pixels, confidence (H, W))`` replacing
+    that first match.
+
+    Tracking: the first frame is the *key frame*; each later frame is related to it by one robust 2-D transform
+    (affine, or similarity with ``options.motion``) fitted to dense optical flow over the key region (the part
+    of the key frame the edit covers, grown by half its size). Chaining transforms instead of dense maps keeps
+    the edit whole (one transform cannot tear it), and re-anchoring to the key frame (optical flow initialised
+    by the transform) stops the drift. A confidence (appearance of the key region compared with the previous
+    frame, restored by a successful re-anchoring) fades the edit when what it was painted on disappears.
     """
 
     def __init__(self, edit_rgba: np.ndarray, reference: np.ndarray, opacity: float = 1.0,
@@ -101,54 +201,180 @@ class StreamEditPropagator(StreamPropagator):
                                    interpolation=cv2.INTER_LINEAR)
         self.opacity = float(opacity)
         self.opt = options or StreamOptions()
+        if self.opt.anchor not in ("auto", "flow", "semantic"):
+            raise ValueError(f"unknown anchor {self.opt.anchor!r} (auto, flow, semantic)")
+        if self.opt.motion not in ("affine", "similarity"):
+            raise ValueError(f"unknown motion model {self.opt.motion!r} (affine, similarity)")
         self.flow = OpticalFlow(self.opt.method)
         self.anchor = anchor
         self._edit_pm = visualise.premultiply(self.edit)
         self._edit_alpha = self.edit[..., 3].astype(np.float32) / 255.0
         self.ref_gray, self.ref_scale = _gray(self.reference, self.opt.proc_side)
-        self.stats = {"frames": 0, "reanchors": 0, "seconds": 0.0}
+        hr, wr = self.ref_gray.shape
+        self._alpha_proc = cv2.resize(self._edit_alpha, (wr, hr), interpolation=cv2.INTER_AREA)
+        # the part of the reference the edit covers, grown by half its size: where tracking looks
+        ys, xs = np.nonzero(self._alpha_proc > 0.02)
+        if len(xs):
+            x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
+            gx, gy = REGION_GROW * (x1 - x0) + 2, REGION_GROW * (y1 - y0) + 2
+            self._ref_box = (max(0, x0 - gx), max(0, y0 - gy), min(wr, x1 + gx), min(hr, y1 + gy))
+        else:
+            self._ref_box = (0, 0, wr, hr)
+        self._levels: dict = {1: self._edit_pm}   # the edit shrunk by powers of two (see _level)
+        self._anchors: dict = {}        # first-frame match per frame shape (a stream that restarts reuses it)
+        self.stats = {"frames": 0, "reanchors": 0, "seconds": 0.0, "anchor": None}
         self.reset()
 
     # -- state ------------------------------------------------------------------------------------------------
     def reset(self) -> None:
         self.prev_gray: Optional[np.ndarray] = None
-        self.map: Optional[np.ndarray] = None     # (hp, wp, 2) position in reference *proc* pixels
-        self.conf: Optional[np.ndarray] = None    # (hp, wp)
+        self.key_gray: Optional[np.ndarray] = None
+        self.T: Optional[np.ndarray] = None         # 2x3: current proc pixel -> key proc pixel
+        self.m0_affine: Optional[np.ndarray] = None  # 2x3: key proc pixel -> reference proc pixel, or
+        self.m0_dense: Optional[np.ndarray] = None   # (hp, wp, 2) the same as a dense map
+        self.map: Optional[np.ndarray] = None        # (hp, wp, 2) current proc pixel -> reference proc pixel
+        self.conf: Optional[np.ndarray] = None       # (hp, wp) blending confidence (uniform)
+        self.confidence = 1.0
         self.frame_shape: Optional[tuple[int, int]] = None
         self.since_anchor = 0
 
-    def _direct(self, gray: np.ndarray, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Map of the current frame (proc pixels) straight into the reference (proc pixels), with confidence."""
-        hp, wp = gray.shape
+    # -- the first frame ----------------------------------------------------------------------------------------
+    def _flow_anchor(self, gray: np.ndarray) -> tuple[np.ndarray, float]:
+        """Optical flow from the frame (at the reference's proc size) to the reference: (map in reference proc
+        pixels at the reference's proc size, how well it explains the reference in [0, 1])."""
         hr, wr = self.ref_gray.shape
-        if self.anchor is not None:
-            mapping, conf = self.anchor(frame, self.reference)
-            mp = cv2.resize(mapping, (wp, hp), interpolation=cv2.INTER_LINEAR) * self.ref_scale
-            return mp.astype(np.float32), cv2.resize(conf.astype(np.float32), (wp, hp))
-        # optical flow between the frame resized to the reference's proc size and the reference
-        g = cv2.resize(gray, (wr, hr), interpolation=cv2.INTER_AREA) if (hp, wp) != (hr, wr) else gray
+        g = cv2.resize(gray, (wr, hr), interpolation=cv2.INTER_AREA) if gray.shape != (hr, wr) else gray
         fwd = self.flow(g, self.ref_gray)
         bwd = self.flow(self.ref_gray, g)
         conf = _fb_confidence(fwd, bwd, self.opt.fb_tolerance)
         mapping = _grid(hr, wr) + fwd
-        if (hp, wp) != (hr, wr):
-            mapping = cv2.resize(mapping, (wp, hp), interpolation=cv2.INTER_LINEAR)
-            conf = cv2.resize(conf, (wp, hp), interpolation=cv2.INTER_LINEAR)
-        return mapping.astype(np.float32), conf
+        warped = cv2.remap(self.ref_gray, mapping[..., 0], mapping[..., 1], cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_REPLICATE)
+        x0, y0, x1, y1 = (int(v) for v in self._ref_box)
+        box = np.zeros((hr, wr), bool)
+        box[y0:y1, x0:x1] = True
+        score = _ncc(cv2.GaussianBlur(g, (0, 0), 1.0), cv2.GaussianBlur(warped, (0, 0), 1.0), box)
+        score *= float(conf[box].mean()) if box.any() else 0.0
+        return mapping.astype(np.float32), score
 
-    def _edit_confidence(self) -> float:
-        """Mean tracked confidence over the pixels that currently show the edit."""
-        a = cv2.remap(self._alpha_proc, self.map[..., 0], self.map[..., 1], cv2.INTER_LINEAR,
-                      borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        w = a > 0.05
-        return float(self.conf[w].mean()) if w.any() else 1.0
-
-    @property
-    def _alpha_proc(self) -> np.ndarray:
+    def _start(self, gray: np.ndarray, frame: np.ndarray) -> None:
+        hp, wp = gray.shape
         hr, wr = self.ref_gray.shape
-        if getattr(self, "_alpha_cache", None) is None or self._alpha_cache.shape != (hr, wr):
-            self._alpha_cache = cv2.resize(self._edit_alpha, (wr, hr), interpolation=cv2.INTER_AREA)
-        return self._alpha_cache
+        fs = gray.shape[1] / frame.shape[1]          # proc pixels per frame pixel
+        key = (frame.shape[:2], self.anchor is None)
+        self.m0_affine = self.m0_dense = None
+        if key in self._anchors:
+            self.m0_affine, self.m0_dense, self.stats["anchor"] = self._anchors[key]
+        elif self.anchor is not None:
+            mapping, _ = self.anchor(frame, self.reference)
+            self.m0_dense = (cv2.resize(mapping, (wp, hp), interpolation=cv2.INTER_LINEAR)
+                             * self.ref_scale).astype(np.float32)
+            self.stats["anchor"] = "custom"
+        else:
+            dense, score = (None, 0.0)
+            if self.opt.anchor in ("auto", "flow"):
+                dense, score = self._flow_anchor(gray)
+            if self.opt.anchor == "flow" or (self.opt.anchor == "auto" and score >= SAME_SCENE_SCORE):
+                self.m0_dense = (cv2.resize(dense, (wp, hp), interpolation=cv2.INTER_LINEAR)
+                                 if (hp, wp) != (hr, wr) else dense)
+                self.stats["anchor"] = "flow"
+            else:
+                a, _ = semantic_anchor(frame, self.reference, self.opt.motion)
+                if a is None:     # nothing matched: the same normalised position
+                    a = np.array([[wr / wp, 0, 0], [0, hr / hp, 0]], np.float64)
+                    self.m0_affine = a
+                else:   # frame px -> reference px, in proc pixels of both
+                    s_in = np.diag([1 / fs, 1 / fs, 1.0])
+                    s_out = np.diag([self.ref_scale, self.ref_scale, 1.0])
+                    self.m0_affine = (s_out @ _affine(a) @ s_in)[:2]
+                self.stats["anchor"] = "semantic"
+            self._anchors[key] = (self.m0_affine, self.m0_dense, self.stats["anchor"])
+        self.key_gray = gray
+        self.T = np.array([[1.0, 0, 0], [0, 1.0, 0]])
+        self.confidence = 1.0
+        self.since_anchor = 0
+        # the key region: key pixels whose reference position falls in the (grown) edit box
+        ref_pos = self._key_to_ref_grid()
+        x0, y0, x1, y1 = self._ref_box
+        region = ((ref_pos[..., 0] >= x0) & (ref_pos[..., 0] < x1) & (ref_pos[..., 1] >= y0)
+                  & (ref_pos[..., 1] < y1))
+        step = max(2, int(round(max(hp, wp) / 80)))
+        sub = np.zeros_like(region)
+        sub[step // 2::step, step // 2::step] = True
+        ys, xs = np.nonzero(region & sub)
+        self.key_region = region
+        self.key_pts = np.stack([xs, ys], -1).astype(np.float32)
+        self._prev_blur = cv2.GaussianBlur(gray, (0, 0), 1.0).astype(np.float32)
+        self._key_values = _sample(self._prev_blur[..., None], self.key_pts)[:, 0]
+
+    def _key_to_ref_grid(self) -> np.ndarray:
+        hp, wp = self.key_gray.shape
+        if self.m0_affine is not None:
+            return _affine_map(self.m0_affine, hp, wp)
+        return self.m0_dense
+
+    # -- tracking -----------------------------------------------------------------------------------------------
+    def _tol(self) -> float:
+        return max(1.0, 0.004 * max(self.key_gray.shape))
+
+    def _step(self, gray: np.ndarray) -> None:
+        """Advance T by the flow from the previous frame, fitted over the key region's points.
+
+        Only points that still look like themselves vote: the same grey level (lightly blurred) in the previous
+        frame and in the key frame, so background that slides into the region, occluders and badly tracked
+        boundaries are left out before the robust fit."""
+        if len(self.key_pts) < 6:
+            return
+        inv = cv2.invertAffineTransform(self.T)
+        prev_pts = _apply(inv, self.key_pts)                       # key points in the previous frame
+        fwd = self.flow(self.prev_gray, gray)
+        cur_pts = prev_pts + _sample(fwd, prev_pts)
+        h, w = gray.shape
+        inside = ((cur_pts[:, 0] >= 0) & (cur_pts[:, 0] <= w - 1) & (cur_pts[:, 1] >= 0) & (cur_pts[:, 1] <= h - 1)
+                  & (prev_pts[:, 0] >= 0) & (prev_pts[:, 0] <= w - 1) & (prev_pts[:, 1] >= 0)
+                  & (prev_pts[:, 1] <= h - 1))
+        blur = cv2.GaussianBlur(gray, (0, 0), 1.0).astype(np.float32)
+        now = _sample(blur[..., None], cur_pts)[:, 0]
+        before = _sample(self._prev_blur[..., None], prev_pts)[:, 0]
+        valid = inside & (np.abs(now - before) < 12) & (np.abs(now - self._key_values) < 30)
+        m, share = _fit(cur_pts[valid], self.key_pts[valid], self._tol(), self.opt.motion)
+        if m is not None:
+            self.T = m
+        self._prev_blur = blur
+        # appearance of the key region now vs in the previous frame (both brought into key coordinates)
+        hk, wk = self.key_gray.shape
+        now_img = cv2.warpAffine(gray, self.T, (wk, hk), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        before_img = cv2.warpAffine(self.prev_gray, self._prev_T, (wk, hk), flags=cv2.INTER_LINEAR,
+                                    borderMode=cv2.BORDER_REPLICATE)
+        same = _ramp(_ncc(now_img, before_img, self.key_region), 0.3, 0.7)
+        kept = float(valid.mean()) if len(valid) else 0.0
+        self.confidence = min(self.confidence * self.opt.confidence_decay, same, _ramp(kept, 0.1, 0.3))
+
+    def _reanchor(self, gray: np.ndarray) -> None:
+        """Match the current frame straight to the key frame (flow initialised by T: only the drift remains)."""
+        hk, wk = self.key_gray.shape
+        now = cv2.warpAffine(gray, self.T, (wk, hk), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        residual = self.flow(self.key_gray, now)                   # key pixel -> its position in `now`
+        pos = self.key_pts + _sample(residual, self.key_pts)       # in key coordinates, through the current T
+        cur = _apply(cv2.invertAffineTransform(self.T), pos)       # in the current frame
+        m, share = _fit(cur, self.key_pts, self._tol(), self.opt.motion)
+        self.since_anchor = 0
+        if m is None or share < 0.3:
+            return
+        region_pts = self.key_pts
+        moved = np.linalg.norm(_apply(m, _apply(cv2.invertAffineTransform(self.T), region_pts)) - region_pts, axis=1)
+        extent = float(np.ptp(region_pts, axis=0).max()) if len(region_pts) else 1.0
+        if float(np.median(moved)) > max(4.0, 0.1 * extent):     # a jump, not drift: keep the chain
+            return
+        fixed = cv2.warpAffine(gray, m, (wk, hk), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        blur = lambda g: cv2.GaussianBlur(g, (0, 0), 1.0)  # noqa: E731
+        before = _ncc(blur(self.key_gray), blur(now), self.key_region)
+        after = _ncc(blur(self.key_gray), blur(fixed), self.key_region)
+        if after + 0.01 < before:
+            return
+        self.T = m
+        self.confidence = max(self.confidence, _ramp(after, 0.3, 0.6))
+        self.stats["reanchors"] += 1
 
     def track(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Advance the tracker by one frame; returns (map to reference proc pixels, confidence) at proc size."""
@@ -158,85 +384,61 @@ class StreamEditPropagator(StreamPropagator):
             self.reset()                       # the stream changed resolution: start over
         gray, _ = _gray(frame, self.opt.proc_side)
         if self.prev_gray is None:
-            self.map, self.conf = self._direct(gray, frame)
-            self.since_anchor = 0
+            self._start(gray, frame)
         else:
-            back = self.flow(gray, self.prev_gray)          # current pixel -> previous frame
-            fwd = self.flow(self.prev_gray, gray)
-            hp, wp = gray.shape
-            pos = _grid(hp, wp) + back
-            self.map = cv2.remap(self.map, pos[..., 0], pos[..., 1], cv2.INTER_LINEAR,
-                                 borderMode=cv2.BORDER_REPLICATE)
-            prev_conf = cv2.remap(self.conf, pos[..., 0], pos[..., 1], cv2.INTER_LINEAR,
-                                  borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-            # min, not product: one occlusion is remembered, small per-frame doubts do not compound to zero
-            self.conf = np.minimum(prev_conf * self.opt.confidence_decay,
-                                   _fb_confidence(back, fwd, self.opt.fb_tolerance))
+            self._prev_T = self.T
+            self._step(gray)
             self.since_anchor += 1
             due = self.opt.reanchor_every and self.since_anchor >= self.opt.reanchor_every
-            if due or self._edit_confidence() < self.opt.reanchor_below:
-                self._reanchor(gray, frame)
+            if due or self.confidence < self.opt.reanchor_below:
+                self._reanchor(gray)
         self.prev_gray = gray
         self.frame_shape = frame.shape[:2]
-        return self.map, self.conf
-
-    def _reanchor(self, gray: np.ndarray, frame: np.ndarray) -> None:
-        """Snap the chained map back onto the reference where a direct match confirms it.
-
-        The direct match is optical flow from the current frame straight to the reference frame, *initialised with
-        the chained map*, so large accumulated motion is no problem and only the residual drift is estimated. The
-        refinement replaces the chain only where it stays close to it (drift, not a jump to a look-alike) and
-        explains the pixel at least as well photometrically; there the confidence is restored.
-        """
-        if self.anchor is not None:
-            direct, dconf = self._direct(gray, frame)
-            w = np.clip(dconf - 0.5 * self.conf, 0.0, 1.0)[..., None]
-            self.map = (w * direct + (1 - w) * self.map).astype(np.float32)
-            self.conf = np.maximum(self.conf, dconf).astype(np.float32)
-            self.since_anchor = 0
-            self.stats["reanchors"] += 1
-            return
         hp, wp = gray.shape
-        hr, wr = self.ref_gray.shape
-        same = (hp, wp) == (hr, wr)
-        g = gray if same else cv2.resize(gray, (wr, hr), interpolation=cv2.INTER_AREA)
-        chain = self.map if same else cv2.resize(self.map, (wr, hr), interpolation=cv2.INTER_LINEAR)
-        base = _grid(hr, wr)
-        refined = base + self.flow(g, self.ref_gray, init=chain - base)
-        tol = max(2.0, 0.015 * max(hr, wr))
-        agree = np.exp(-(np.linalg.norm(refined - chain, axis=-1) / tol) ** 2)
-        gf = g.astype(np.float32)
-
-        def photo_err(m):
-            warped = cv2.remap(self.ref_gray, m[..., 0], m[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                               borderValue=0).astype(np.float32)
-            return cv2.GaussianBlur(np.abs(gf - warped), (0, 0), 1.5)
-
-        e_ref, e_chain = photo_err(refined), photo_err(chain)
-        w = agree * (e_ref <= e_chain + 3.0)
-        restored = w * np.exp(-(e_ref / 20.0) ** 2)
-        if not same:
-            w = cv2.resize(w, (wp, hp), interpolation=cv2.INTER_LINEAR)
-            restored = cv2.resize(restored, (wp, hp), interpolation=cv2.INTER_LINEAR)
-            refined = cv2.resize(refined, (wp, hp), interpolation=cv2.INTER_LINEAR)
-        self.map = (w[..., None] * refined + (1 - w[..., None]) * self.map).astype(np.float32)
-        self.conf = np.maximum(self.conf, restored).astype(np.float32)
-        self.since_anchor = 0
-        self.stats["reanchors"] += 1
+        if self.m0_affine is not None:
+            self.map = _affine_map((_affine(self.m0_affine) @ _affine(self.T))[:2], hp, wp)
+        else:
+            self.map = cv2.warpAffine(self.m0_dense, self.T, (wp, hp), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                      borderMode=cv2.BORDER_REPLICATE)
+        self.conf = np.full((hp, wp), self.confidence, np.float32)
+        return self.map, self.conf
 
     def placement(self, frame_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """Where the current frame's pixels are in the reference (H, W, 2) and the edit's weight there (H, W)."""
         h, w = frame_shape
-        full_map = cv2.resize(self.map, (w, h), interpolation=cv2.INTER_LINEAR) / self.ref_scale
-        weight = cv2.resize(self.conf, (w, h), interpolation=cv2.INTER_LINEAR)
+        hp, wp = self.map.shape[:2]
         lo = self.opt.min_confidence
-        weight = np.clip((weight - lo) / max(1e-6, 1 - lo), 0, 1)
-        return full_map, weight
+        weight = np.full((h, w), np.clip((self.confidence - lo) / max(1e-6, 1 - lo), 0, 1), np.float32)
+        if self.m0_affine is not None:     # exact at full resolution: frame px -> proc px -> reference px
+            s_in = np.diag([wp / w, hp / h, 1.0])
+            s_out = np.diag([1 / self.ref_scale, 1 / self.ref_scale, 1.0])
+            m = (s_out @ _affine(self.m0_affine) @ _affine(self.T) @ s_in)[:2]
+            return _affine_map(m, h, w), weight
+        return cv2.resize(self.map, (w, h), interpolation=cv2.INTER_LINEAR) / self.ref_scale, weight
+
+    def _level(self, mapping: np.ndarray) -> tuple[np.ndarray, float]:
+        """The edit prefiltered for the scale it is drawn at (premultiplied, cached per power of two) and the
+        factor to divide reference positions by: a sticker drawn at a third of its size is sampled from a copy
+        shrunk by area averaging, not from every third pixel (thin lines would break up)."""
+        h, w = mapping.shape[:2]
+        d = mapping[min(h - 1, h // 2 + 1), w // 2] - mapping[h // 2, w // 2]
+        e = mapping[h // 2, min(w - 1, w // 2 + 1)] - mapping[h // 2, w // 2]
+        scale = float(np.sqrt(abs(d[0] * e[1] - d[1] * e[0])))      # reference px per frame px
+        f = 2 ** int(np.floor(np.log2(scale))) if scale >= 2 else 1
+        if f not in self._levels:
+            hr, wr = self.edit.shape[:2]
+            small = cv2.resize(self._edit_pm, (max(1, round(wr / f)), max(1, round(hr / f))),
+                               interpolation=cv2.INTER_AREA)
+            self._levels[f] = small
+        return self._levels[f], self.edit.shape[1] / self._levels[f].shape[1]
 
     def edit_layer(self, frame_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """The edit warped onto the current frame: (premultiplied RGBA float (H, W, 4), weight (H, W))."""
         full_map, weight = self.placement(frame_shape)
-        return visualise.warp_rgba(self.edit, full_map, self._edit_pm), weight
+        pm, f = self._level(full_map)
+        if f != 1:
+            full_map = (full_map + 0.5) / f - 0.5
+        return visualise.warp_rgba(self.edit, full_map, pm), weight
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
         t0 = time.perf_counter()
@@ -254,4 +456,7 @@ class StreamEditPropagator(StreamPropagator):
         return layer[..., 3] * weight
 
 
-__all__ = ["OpticalFlow", "StreamEditPropagator", "StreamOptions"]
+SAME_SCENE_SCORE = 0.6   # flow-anchor score above which the reference is taken to be a frame of the same scene
+REGION_GROW = 0.15       # the key region: the edit's bounding box grown by this share of its size on each side
+
+__all__ = ["OpticalFlow", "StreamEditPropagator", "StreamOptions", "semantic_anchor"]

@@ -1,0 +1,164 @@
+"""Does video edit propagation hold the edit? Coverage, wholeness, jitter and fps on every face clip.
+
+For every clip in DATA_DIR/face-video and each sticker edit:
+  * ``demo``     — the Propagation tab's own example: the generated sunglasses + moustache sticker painted on the first
+                   CelebA-HQ example face (faces/assets/representative/celeba_hq/src/female), classic backend;
+  * ``pokemon``  — GANgealing's celeba sticker (gangealing-assets/assets/objects/celeba/celeba_pokemon.png) on the
+                   congealed average face (averages/celeba.png) as the reference;
+three methods are measured with engine.correspondence.stream_quality:
+  * ``tracked``  — the classic backend's stream propagator (what the Video tab and the webcam run);
+  * ``direct``   — the classic pairwise matcher from each frame straight to the reference (what the Images tab does
+                   for one image), on pairs of consecutive frames every ``--direct-every`` frames (it is slow);
+  * ``fixed``    — no tracking: the tracked method's first-frame placement copied to every frame.
+Columns: coverage (share of the edit's alpha drawn), whole (share of frames with the edit's own number of pieces),
+pieces (most pieces on any frame / the edit's own), jitter (px per frame at the working size, the edit's motion
+minus the face's, Farnebäck), fps of the method alone (2-core CPU figures in the report come from this script).
+
+    python benchmarks/bench_stream_quality.py [--max-frames 60] [--max-side 384] [--clips d0.mp4 ...] [--out DIR]
+
+Run the same script from an older checkout to compare versions (the measures live in the engine module, so copy
+engine/correspondence/stream_quality.py along when that checkout predates it).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from engine import config, imageio, videoio  # noqa: E402
+from engine.correspondence import classic, get_backend, stream_quality, visualise  # noqa: E402
+from engine.correspondence.classic_backend import confidence_weight  # noqa: E402
+
+
+def edits(data: Path) -> dict:
+    from demos.correspondence import load_working_image
+    from demos.propagation import MAX_SIDE, asset_sticker, demo_sticker
+
+    out = {}
+    faces = sorted((data / "faces" / "assets" / "representative" / "celeba_hq" / "src" / "female").glob("*.jpg"))
+    if faces:
+        ref = load_working_image(str(faces[0]), "(reference)", max_side=MAX_SIDE)
+        out["demo"] = (ref, visualise.fit_edit(np.asarray(imageio.load_rgba(demo_sticker())), (ref.shape[1], ref.shape[0])))
+    assets = data / "gangealing-assets" / "assets"
+    avg, obj = assets / "averages" / "celeba.png", assets / "objects" / "celeba" / "celeba_pokemon.png"
+    if avg.exists() and obj.exists():
+        ref = imageio.as_numpy_rgb(imageio.load_image(str(avg)))
+        out["pokemon"] = (ref, visualise.fit_edit(np.asarray(imageio.load_rgba(asset_sticker(str(obj)))),
+                                                  (ref.shape[1], ref.shape[0])))
+    return out
+
+
+def tracked(frames, ref, edit, shots=None):
+    stream = get_backend("classic").stream(edit, reference=ref, opacity=1.0)
+    inner = getattr(stream, "inner", stream)
+    meter = stream_quality.QualityMeter(edit[..., 3].astype(np.float32) / 255)
+    first = None
+    keep = {0, len(frames) // 2, len(frames) - 1}
+    for i, f in enumerate(frames):
+        t0 = time.perf_counter()
+        out = stream(f)
+        meter.seconds += time.perf_counter() - t0
+        mapping, weight = inner.placement(f.shape[:2])
+        meter.add(f, mapping, weight)
+        if first is None:
+            first = (mapping, weight)
+        if shots is not None and i in keep:
+            shots.append(out)
+    return meter.summary(), first
+
+
+def direct(frames, ref, edit, every):
+    meter = stream_quality.QualityMeter(edit[..., 3].astype(np.float32) / 255)
+    jit = []
+    for t in range(0, len(frames) - 1, every):
+        pair = stream_quality.QualityMeter(meter.edit_alpha)
+        for f in frames[t:t + 2]:
+            t0 = time.perf_counter()
+            res = classic.dense_flow(f, ref)
+            w = confidence_weight(res.confidence)
+            dt = time.perf_counter() - t0
+            pair.seconds += dt
+            pair.add(f, res.flow, w)
+        meter.coverages += pair.coverages
+        meter.piece_counts += pair.piece_counts
+        meter.seconds += pair.seconds
+        jit += pair.jitters
+    meter.jitters = jit
+    return meter.summary()
+
+
+def fixed(frames, ref, edit, first):
+    mapping, weight = first
+    meter = stream_quality.QualityMeter(edit[..., 3].astype(np.float32) / 255)
+    for f in frames:
+        meter.add(f, mapping, weight)
+    return meter.summary()
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--max-frames", type=int, default=60)
+    ap.add_argument("--max-side", type=int, default=384)
+    ap.add_argument("--direct-every", type=int, default=15, help="0 = skip the direct per-frame match")
+    ap.add_argument("--clips", nargs="*", default=None, help="clip file names to keep (default: all)")
+    ap.add_argument("--edits", nargs="*", default=None, help="demo, pokemon (default: both)")
+    ap.add_argument("--out", type=Path, default=None, help="save first/middle/last output frames here")
+    args = ap.parse_args(argv)
+    data = config.data_dir()
+    if data is None or not (data / "face-video").is_dir():
+        print("No face-video folder: set DATA_DIR", file=sys.stderr)
+        return 2
+    clips = sorted((data / "face-video").rglob("*.mp4"))
+    if args.clips:
+        clips = [c for c in clips if c.name in args.clips]
+    cases = edits(data)
+    if args.edits:
+        cases = {k: v for k, v in cases.items() if k in args.edits}
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+    head = f"{'clip':<24}{'edit':<9}{'method':<9}{'coverage':>9}{'whole':>7}{'pieces':>8}{'jitter px':>10}{'fps':>7}"
+    print(head + "\n" + "-" * len(head), flush=True)
+    rows = []
+    for clip in clips:
+        frames = list(videoio.read_frames(clip, max_frames=args.max_frames, max_side=args.max_side))
+        for name, (ref, edit) in cases.items():
+            shots = [] if args.out else None
+            res = {"tracked": None}
+            res["tracked"], first = tracked(frames, ref, edit, shots)
+            if args.direct_every:
+                res["direct"] = direct(frames, ref, edit, args.direct_every)
+            res["fixed"] = fixed(frames, ref, edit, first)
+            for method, r in res.items():
+                rows.append((clip.name, name, method, r))
+                print(f"{clip.name:<24}{name:<9}{method:<9}{r['coverage']:>9.3f}{r['whole']:>7.2f}"
+                      f"{r['max_pieces']:>5d}/{r['own_pieces']:<2d}{r['jitter']:>10.2f}"
+                      f"{r['fps'] if method != 'fixed' else float('nan'):>7.1f}", flush=True)
+            if shots:
+                h = 256
+                tiles = [cv2.resize(s, (round(s.shape[1] * h / s.shape[0]), h)) for s in shots]
+                cv2.imwrite(str(args.out / f"{clip.stem}-{name}.png"),
+                            cv2.cvtColor(np.concatenate(tiles, 1), cv2.COLOR_RGB2BGR))
+    print()
+    for method in ("tracked", "direct", "fixed"):
+        sel = [r for _, _, m, r in rows if m == method]
+        if not sel:
+            continue
+        cov = np.mean([r["coverage"] for r in sel])
+        whole = np.mean([r["whole"] for r in sel])
+        ok = np.mean([r["coverage"] >= 0.95 and r["whole"] >= 0.95 for r in sel])
+        jit = np.nanmean([r["jitter"] for r in sel])
+        print(f"{method:<9} mean coverage {cov:.3f}, whole {whole:.2f}, jitter {jit:.2f} px; "
+              f"clips meeting coverage >= 0.95 and whole >= 0.95: {ok * 100:.0f} %")
+    print(f"(frames: the first {args.max_frames} of each clip at {args.max_side} px; direct: pairs every "
+          f"{args.direct_every} frames)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
