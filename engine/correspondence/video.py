@@ -17,6 +17,7 @@ that can express its correspondence as "where is this pixel in the reference fra
 """
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -42,6 +43,7 @@ class StreamOptions:
     min_confidence: float = 0.15  # below this the edit is not drawn at all
     anchor: str = "auto"          # first frame -> reference: "flow" (same scene), "semantic" (another instance), "auto"
     motion: str = "affine"        # the transform tracked per frame: "affine" or "similarity"
+    anchor_in_background: bool = False  # live streams: match the first frame on a thread, pass frames meanwhile
 
 
 def _gray(frame: np.ndarray, side: int) -> tuple[np.ndarray, float]:
@@ -186,7 +188,7 @@ class StreamEditPropagator(StreamPropagator):
 
     Tracking: the first frame is the *key frame*; each later frame is related to it by one robust 2-D transform
     (affine, or similarity with ``options.motion``) fitted to dense optical flow over the key region (the part
-    of the key frame the edit covers, grown by half its size). Chaining transforms instead of dense maps keeps
+    of the key frame the edit covers, grown by 15 % of its size). Chaining transforms instead of dense maps keeps
     the edit whole (one transform cannot tear it), and re-anchoring to the key frame (optical flow initialised
     by the transform) stops the drift. A confidence (appearance of the key region compared with the previous
     frame, restored by a successful re-anchoring) fades the edit when what it was painted on disappears.
@@ -221,7 +223,6 @@ class StreamEditPropagator(StreamPropagator):
         else:
             self._ref_box = (0, 0, wr, hr)
         self._levels: dict = {1: self._edit_pm}   # the edit shrunk by powers of two (see _level)
-        self._anchors: dict = {}        # first-frame match per frame shape (a stream that restarts reuses it)
         self.stats = {"frames": 0, "reanchors": 0, "seconds": 0.0, "anchor": None}
         self.reset()
 
@@ -237,6 +238,7 @@ class StreamEditPropagator(StreamPropagator):
         self.confidence = 1.0
         self.frame_shape: Optional[tuple[int, int]] = None
         self.since_anchor = 0
+        self._pending = None    # (thread, result box, key gray) while a background first-frame match runs
 
     # -- the first frame ----------------------------------------------------------------------------------------
     def _flow_anchor(self, gray: np.ndarray) -> tuple[np.ndarray, float]:
@@ -261,11 +263,9 @@ class StreamEditPropagator(StreamPropagator):
         hp, wp = gray.shape
         hr, wr = self.ref_gray.shape
         fs = gray.shape[1] / frame.shape[1]          # proc pixels per frame pixel
-        key = (frame.shape[:2], self.anchor is None)
         self.m0_affine = self.m0_dense = None
-        if key in self._anchors:
-            self.m0_affine, self.m0_dense, self.stats["anchor"] = self._anchors[key]
-        elif self.anchor is not None:
+        self._pending = None
+        if self.anchor is not None:
             mapping, _ = self.anchor(frame, self.reference)
             self.m0_dense = (cv2.resize(mapping, (wp, hp), interpolation=cv2.INTER_LINEAR)
                              * self.ref_scale).astype(np.float32)
@@ -279,16 +279,38 @@ class StreamEditPropagator(StreamPropagator):
                                  if (hp, wp) != (hr, wr) else dense)
                 self.stats["anchor"] = "flow"
             else:
-                a, _ = semantic_anchor(frame, self.reference, self.opt.motion)
-                if a is None:     # nothing matched: the same normalised position
-                    a = np.array([[wr / wp, 0, 0], [0, hr / hp, 0]], np.float64)
-                    self.m0_affine = a
-                else:   # frame px -> reference px, in proc pixels of both
-                    s_in = np.diag([1 / fs, 1 / fs, 1.0])
-                    s_out = np.diag([self.ref_scale, self.ref_scale, 1.0])
-                    self.m0_affine = (s_out @ _affine(a) @ s_in)[:2]
-                self.stats["anchor"] = "semantic"
-            self._anchors[key] = (self.m0_affine, self.m0_dense, self.stats["anchor"])
+                if self.opt.anchor_in_background:    # live streams: frames keep flowing while it is computed
+                    box: dict = {}
+                    worker = threading.Thread(target=self._semantic, args=(frame, fs, box), daemon=True,
+                                              name="stream-anchor")
+                    self._pending = (worker, box, gray)
+                    worker.start()
+                    return
+                self._semantic(frame, fs, {})
+        self._finish_start(gray)
+
+    def _semantic(self, frame: np.ndarray, fs: float, box: dict) -> None:
+        hp, wp = round(frame.shape[0] * fs), round(frame.shape[1] * fs)
+        hr, wr = self.ref_gray.shape
+        try:
+            a, _ = semantic_anchor(frame, self.reference, self.opt.motion)
+        except Exception as exc:  # noqa: BLE001 - reported through box / raised by the caller
+            box["error"] = exc
+            if not self.opt.anchor_in_background:
+                raise
+            return
+        if a is None:     # nothing matched: the same normalised position
+            m0 = np.array([[wr / wp, 0, 0], [0, hr / hp, 0]], np.float64)
+        else:   # frame px -> reference px, in proc pixels of both
+            s_in = np.diag([1 / fs, 1 / fs, 1.0])
+            s_out = np.diag([self.ref_scale, self.ref_scale, 1.0])
+            m0 = (s_out @ _affine(a) @ s_in)[:2]
+        self.m0_affine = m0
+        self.stats["anchor"] = "semantic"
+        box["done"] = True
+
+    def _finish_start(self, gray: np.ndarray) -> None:
+        hp, wp = gray.shape
         self.key_gray = gray
         self.T = np.array([[1.0, 0, 0], [0, 1.0, 0]])
         self.confidence = 1.0
@@ -350,7 +372,7 @@ class StreamEditPropagator(StreamPropagator):
         kept = float(valid.mean()) if len(valid) else 0.0
         self.confidence = min(self.confidence * self.opt.confidence_decay, same, _ramp(kept, 0.1, 0.3))
 
-    def _reanchor(self, gray: np.ndarray) -> None:
+    def _reanchor(self, gray: np.ndarray, jump_ok: bool = False) -> None:
         """Match the current frame straight to the key frame (flow initialised by T: only the drift remains)."""
         hk, wk = self.key_gray.shape
         now = cv2.warpAffine(gray, self.T, (wk, hk), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
@@ -364,7 +386,7 @@ class StreamEditPropagator(StreamPropagator):
         region_pts = self.key_pts
         moved = np.linalg.norm(_apply(m, _apply(cv2.invertAffineTransform(self.T), region_pts)) - region_pts, axis=1)
         extent = float(np.ptp(region_pts, axis=0).max()) if len(region_pts) else 1.0
-        if float(np.median(moved)) > max(4.0, 0.1 * extent):     # a jump, not drift: keep the chain
+        if not jump_ok and float(np.median(moved)) > max(4.0, 0.1 * extent):   # a jump, not drift: keep the chain
             return
         fixed = cv2.warpAffine(gray, m, (wk, hk), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         blur = lambda g: cv2.GaussianBlur(g, (0, 0), 1.0)  # noqa: E731
@@ -383,8 +405,25 @@ class StreamEditPropagator(StreamPropagator):
         if self.frame_shape is not None and frame.shape[:2] != self.frame_shape:
             self.reset()                       # the stream changed resolution: start over
         gray, _ = _gray(frame, self.opt.proc_side)
-        if self.prev_gray is None:
+        if self._pending is not None:
+            worker, box, key_gray = self._pending
+            if worker.is_alive():
+                self.frame_shape = frame.shape[:2]
+                self.map = None
+                return None, None
+            self._pending = None
+            if "error" in box:
+                raise box["error"]
+            self.prev_gray = key_gray
+            self._finish_start(key_gray)
+            self._prev_T = self.T
+            self._reanchor(gray, jump_ok=True)      # the frames went on meanwhile: catch up with the key frame
+        elif self.prev_gray is None:
             self._start(gray, frame)
+            if self._pending is not None:
+                self.frame_shape = frame.shape[:2]
+                self.map = None
+                return None, None
         else:
             self._prev_T = self.T
             self._step(gray)
@@ -406,6 +445,8 @@ class StreamEditPropagator(StreamPropagator):
     def placement(self, frame_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """Where the current frame's pixels are in the reference (H, W, 2) and the edit's weight there (H, W)."""
         h, w = frame_shape
+        if self.map is None:    # the first-frame match is still running: nothing drawn yet
+            return np.full((h, w, 2), -1e4, np.float32), np.zeros((h, w), np.float32)
         hp, wp = self.map.shape[:2]
         lo = self.opt.min_confidence
         weight = np.full((h, w), np.clip((self.confidence - lo) / max(1e-6, 1 - lo), 0, 1), np.float32)
