@@ -3,6 +3,7 @@ and the live webcam through any correspondence backend (classic: painted on a re
 painted on the model's congealed average)."""
 from __future__ import annotations
 
+import cv2
 import gradio as gr
 import numpy as np
 
@@ -118,20 +119,43 @@ def first_frame(video):
     return {"background": frame, "layers": [], "composite": frame}
 
 
-def webcam_frame(frame, backend_name, editor, sticker, opacity, state, flow_method="DIS", reanchor_every=10):
-    """One webcam frame -> the frame with the edit; the per-stream propagator lives in ``state``."""
-    if frame is None:
-        return None, state
+def prepare_stream_edit(backend_name, editor, sticker, opacity, flow_method="DIS", reanchor_every=10):
+    """The webcam's edit, prepared once when the canvas, sticker, backend or options change (not per frame):
+    ``{"key", "backend", "edit", "reference", "opacity", "options"}``, or None while there is nothing to carry."""
     try:
         backend = _usable(backend_name)
         edit, reference = _edit_and_reference(backend, editor, sticker)
     except InputError:
-        return frame, None  # nothing to propagate yet: show the camera as it is
+        return None  # nothing to propagate yet: the camera is shown as it is
     options = tracking_options(backend_name, flow_method, reanchor_every)
+    if backend_name == "classic":
+        options["anchor_in_background"] = True   # matching another face takes seconds: frames keep flowing
     key = (backend_name, visualise.array_key(edit, reference), float(opacity), tuple(sorted(options.items())))
-    if not state or state.get("key") != key:   # prepared once per edit (and options), reused for every frame
-        state = {"key": key, "stream": backend.stream(edit, reference=reference, opacity=float(opacity), **options)}
-    frame = imageio.as_numpy_rgb(imageio.resize_max_side(imageio.load_image(frame), VIDEO_MAX_SIDE))
+    return {"key": key, "backend": backend_name, "edit": edit, "reference": reference, "opacity": float(opacity),
+            "options": options}
+
+
+def webcam_frame(frame, prepared, state, max_side=VIDEO_MAX_SIDE):
+    """One webcam frame -> the frame with the edit. ``prepared``: :func:`prepare_stream_edit`'s value (this session's
+    edit); ``state``: this session's propagator, made once per prepared edit and reused for every frame."""
+    if frame is None:
+        return None, state
+    frame = np.asarray(frame)
+    if frame.ndim == 3 and frame.shape[2] == 4:
+        frame = frame[..., :3]
+    side = int(max_side or VIDEO_MAX_SIDE)
+    if frame.ndim != 3 or frame.dtype != np.uint8 or frame.shape[2] != 3:
+        frame = imageio.as_numpy_rgb(frame)
+    h, w = frame.shape[:2]
+    if max(h, w) > side:   # shrink first: everything after works at the working size
+        scale = side / max(h, w)
+        frame = cv2.resize(frame, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    if not prepared:
+        return frame, None
+    if not state or state.get("key") != prepared["key"]:
+        backend = get_backend(prepared["backend"])
+        state = {"key": prepared["key"], "stream": backend.stream(
+            prepared["edit"], reference=prepared["reference"], opacity=prepared["opacity"], **prepared["options"])}
     return run_exclusive(state["stream"], frame), state
 
 
@@ -283,8 +307,15 @@ def build(ctx: AppContext) -> None:
         with gr.Row():
             cam = gr.Image(label="Webcam", sources=["webcam"], streaming=True, type="numpy", height=300)
             cam_out = gr.Image(label="With the edit", type="numpy", height=300, interactive=False)
-        grab = gr.Button("Use this frame as the reference")
-        stream_state = gr.State(None)
-        cam.stream(webcam_frame, [cam, backend, editor, sticker, opacity, stream_state, flow_method, reanchor],
-                   [cam_out, stream_state], api_name="propagate_webcam_frame", **STREAM_QUEUE)
+        with gr.Row():
+            grab = gr.Button("Use this frame as the reference", scale=3)
+            cam_side = gr.Slider(128, 512, value=VIDEO_MAX_SIDE, step=32, scale=2,
+                                 label="Frame max side (px; frames are shrunk to this first)")
+        prepared = gr.State(None)    # this session's edit, prepared when the inputs change (not per frame)
+        stream_state = gr.State(None)  # this session's propagator
+        prep_inputs = [backend, editor, sticker, opacity, flow_method, reanchor]
+        for trigger in prep_inputs:
+            trigger.change(prepare_stream_edit, prep_inputs, prepared, api_visibility="private", queue=False)
+        cam.stream(webcam_frame, [cam, prepared, stream_state, cam_side], [cam_out, stream_state],
+                   api_name="propagate_webcam_frame", **STREAM_QUEUE)
         grab.click(capture, [cam], [editor])

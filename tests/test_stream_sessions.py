@@ -9,7 +9,7 @@ import pytest
 from tests.test_video_propagation import SQ, edit_on_square, frame_at
 
 
-def _prop_stream(path, edit_xy, frames_state=None):
+def _prop_stream(path, edit_xy):
     """Inputs of demos.propagation.webcam_frame for one user: frames along ``path``, reference = the first one."""
     ref = frame_at(*path[0])
     editor = {"background": ref, "layers": [edit_on_square(*edit_xy)], "composite": ref}
@@ -17,28 +17,32 @@ def _prop_stream(path, edit_xy, frames_state=None):
 
 
 def test_two_interleaved_propagation_streams_do_not_share_state():
-    from demos.propagation import webcam_frame
+    from demos.propagation import prepare_stream_edit, webcam_frame
 
     path_a = [(20 + 2.0 * t, 30 + 0.5 * t) for t in range(14)]
     path_b = [(90 - 1.5 * t, 60 - 1.0 * t) for t in range(14)]
     frames_a, editor_a = _prop_stream(path_a, path_a[0])
     frames_b, editor_b = _prop_stream(path_b, path_b[0])
 
-    def run(frames, editor, state=None):
+    prep_a = prepare_stream_edit("classic", editor_a, None, 1.0)
+    prep_b = prepare_stream_edit("classic", editor_b, None, 1.0)
+    assert prep_a["key"] != prep_b["key"]
+
+    def run(frames, prepared, state=None):
         outs = []
         for f in frames:
-            out, state = webcam_frame(f, "classic", editor, None, 1.0, state)
+            out, state = webcam_frame(f, prepared, state)
             outs.append(out)
         return outs, state
 
-    alone_a, _ = run(frames_a, editor_a)
-    alone_b, _ = run(frames_b, editor_b)
+    alone_a, _ = run(frames_a, prep_a)
+    alone_b, _ = run(frames_b, prep_b)
     state_a = state_b = None
     mixed_a, mixed_b = [], []
     for fa, fb in zip(frames_a, frames_b):           # user A's frame, then user B's, ...
-        out, state_a = webcam_frame(fa, "classic", editor_a, None, 1.0, state_a)
+        out, state_a = webcam_frame(fa, prep_a, state_a)
         mixed_a.append(out)
-        out, state_b = webcam_frame(fb, "classic", editor_b, None, 1.0, state_b)
+        out, state_b = webcam_frame(fb, prep_b, state_b)
         mixed_b.append(out)
     assert state_a is not state_b and state_a["stream"] is not state_b["stream"]
     for x, y in zip(mixed_a + mixed_b, alone_a + alone_b):
