@@ -222,9 +222,19 @@ def cancellable(n_outputs: int, poll: float = 0.25):
     return decorate
 
 
-def cancel_button(*events, label: str = "Cancel") -> "gr.Button":
-    """A Stop button for long jobs: cancels ``events``; their engine work stops at its next progress report."""
-    button = gr.Button(label, variant="stop", size="sm")
+def run_buttons(label: str) -> tuple["gr.Button", "gr.Button"]:
+    """A primary Run button with a small Cancel button beside it (wire the Cancel with ``cancel_button(event,
+    button=cancel)`` once the run event exists)."""
+    with gr.Row(equal_height=True):
+        run = gr.Button(label, variant="primary", scale=5)
+        stop = gr.Button("Cancel", variant="stop", size="sm", scale=1, min_width=90)
+    return run, stop
+
+
+def cancel_button(*events, label: str = "Cancel", button: "gr.Button | None" = None) -> "gr.Button":
+    """A Stop button for engine jobs (a new one here, or ``button``): cancels ``events``; their engine work stops
+    at its next step."""
+    button = button or gr.Button(label, variant="stop", size="sm")
     button.click(None, None, None, cancels=list(events), queue=False)
     return button
 

@@ -8,7 +8,8 @@ import importlib.util
 import gradio as gr
 
 from demos.common import (
-    ENGINE_QUEUE, AppContext, cancel_button, cancellable, example_files, guarded, progress_callback, weights_notice,
+    ENGINE_QUEUE, AppContext, cancel_button, cancellable, example_files, guarded, progress_callback, run_buttons,
+    weights_notice,
 )
 from engine import imageio, registry
 from engine.correspondence import get_backend, list_backends, visualise
@@ -132,7 +133,7 @@ def build(ctx: AppContext) -> None:
     with gr.Row():
         a_in = gr.Image(label="Image A", type="filepath", image_mode=None, sources=["upload", "clipboard"], height=300)
         b_in = gr.Image(label="Image B", type="filepath", image_mode=None, sources=["upload", "clipboard"], height=300)
-    run = gr.Button("Match", variant="primary")
+    run, stop = run_buttons("Match")
     pairs = [f for keys in EXAMPLE_PAIRS if (f := example_files(*keys))]
     if pairs:
         gr.Examples(pairs, [a_in, b_in], label="Examples (CelebA-HQ faces, AFHQ cats, GANgealing's average face)")
@@ -151,7 +152,7 @@ def build(ctx: AppContext) -> None:
     match_event = run.click(cancellable(8)(match_images), [backend, a_in, b_in],
                             [view_a, view_b, conf, click_a, click_b, point, note, state], api_name="match",
                             **ENGINE_QUEUE)
-    cancel_button(match_event)
+    cancel_button(match_event, button=stop)
     click_a.select(click_point, [state], [click_a, click_b, point], api_name="match_point")
     if importlib.util.find_spec("demos.gangealing_panels") is not None:
         from demos.gangealing_panels import build_congeal_panel

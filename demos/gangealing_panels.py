@@ -9,7 +9,8 @@ from __future__ import annotations
 import gradio as gr
 
 from demos.common import (
-    ENGINE_QUEUE, AppContext, cancel_button, cancellable, example_files, guarded, progress_callback, runnable_choices,
+    ENGINE_QUEUE, AppContext, cancel_button, cancellable, example_files, guarded, progress_callback, run_buttons,
+    runnable_choices,
 )
 from engine.errors import InputError
 
@@ -95,7 +96,7 @@ def build_congeal_panel(ctx: AppContext) -> None:
             with gr.Row():
                 resolution = gr.Radio(RESOLUTIONS, value=256, label="Output resolution (px)")
                 flip = gr.Checkbox(True, label="Flip inference", info="try the mirror too (single-cluster models)")
-            button = gr.Button("Congeal", variant="primary")
+            button, stop = run_buttons("Congeal")
             examples = _examples(set(names))
             if examples:
                 gr.Examples(examples, inputs=[image, model], label="Examples")
@@ -109,4 +110,4 @@ def build_congeal_panel(ctx: AppContext) -> None:
             quality = gr.Markdown()
     event = button.click(cancellable(4)(congeal), [image, model, resolution, flip],
                          [aligned, flow, correspondence, quality], **ENGINE_QUEUE)
-    cancel_button(event)
+    cancel_button(event, button=stop)

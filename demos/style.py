@@ -17,7 +17,7 @@ import gradio as gr
 
 from demos.common import (
     ENGINE_QUEUE, LONG_QUEUE, STREAM_QUEUE, AppContext, cancel_button, cancellable, example_files, guarded,
-    progress_callback, runnable_choices, show_weights_notice,
+    progress_callback, run_buttons, runnable_choices, show_weights_notice,
 )
 from engine import registry, weights
 from engine.errors import InputError
@@ -356,7 +356,7 @@ def build(ctx: AppContext) -> None:
                 max_side = gr.Slider(0, S_limits.MAX_SIDE_LIMIT, value=512, step=32,
                                      label=f"Max side of the content (px; 0 = keep, capped at {S_limits.MAX_SIDE_LIMIT})")
                 preprocess = gr.Radio(PREPROCESS_CHOICES, value="app", label="Pre-processing", info=PREPROCESS_HELP)
-                run = gr.Button("Stylise", variant="primary")
+                run, stop = run_buttons("Stylise")
                 info = gr.Markdown()
                 gr.Markdown(SIZE_HELP.format(limit=S_limits.MAX_SIDE_LIMIT, tile=S_limits.DEFAULT_TILE) + "\n\n"
                             + CACHE_HELP)
@@ -364,7 +364,7 @@ def build(ctx: AppContext) -> None:
                                 model_choice, preprocess]
                 image_event = run.click(cancellable(2)(stylize_image), image_inputs, [output, info],
                                         api_name="stylize_image", **ENGINE_QUEUE)
-                cancel_button(image_event)
+                cancel_button(image_event, button=stop)
                 runnable = bool(offered)  # examples only when a style model can run them
                 rows, labels = _image_examples(ctx) if runnable else ([], [])
                 if rows:

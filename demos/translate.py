@@ -9,7 +9,7 @@ import gradio as gr
 
 from demos.common import (
     ENGINE_QUEUE, LONG_QUEUE, AppContext, cancel_button, cancellable, example_files, guarded, progress_callback,
-    runnable_choices, show_weights_notice,
+    run_buttons, runnable_choices, show_weights_notice,
 )
 from engine import spectrum
 from engine.errors import InputError
@@ -145,7 +145,7 @@ def build(ctx: AppContext) -> None:
                                     interactive=False)
             maps_view = gr.Gallery(label="What the model attends to (heat map over the input)", visible=False,
                                    columns=1, height=360, interactive=False, format="png", allow_preview=True)
-        run = gr.Button("Translate", variant="primary")
+        run, stop = run_buttons("Translate")
         examples = [f for key in EXAMPLES if (f := example_files(key))]
         if examples and choices:  # offered only when a model can translate them
             gr.Examples(examples=examples, inputs=[image], label="Examples (horse2zebra test set)")
@@ -158,7 +158,7 @@ def build(ctx: AppContext) -> None:
         one_event = run.click(cancellable(4)(translate_one), [image, model, max_side, precision],
                               [slider, plot, summary, maps], **ENGINE_QUEUE)
         one_event.then(show_maps, [maps], [maps_view], queue=False)
-        cancel_button(one_event)
+        cancel_button(one_event, button=stop)
 
     with gr.Tab("Several images"):
         with gr.Row():
