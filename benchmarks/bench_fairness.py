@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from loopback import Session, Stream, fn_index, live_app, upload  # noqa: E402
+from loopback import Session, Stream, event_inputs, fn_index, live_app, upload  # noqa: E402
 
 MODEL = "gancompression-horse2zebra"
 
@@ -56,14 +56,16 @@ def short_request(client, pic: str, cap: float) -> float:
     return time.perf_counter() - start
 
 
-def stream_inputs(frame: dict, style: dict) -> list:
-    # stylize_webcam_frame: cam, (style, weight) x4, alpha, preserve, style size, frame side, smoothing, state, model
-    return [frame, style, 1.0, None, 1.0, None, 1.0, None, 1.0, 1.0, False, 128, 128, 0.0, None, "adain"]
+def stream_inputs(demo, frame: dict, style: dict) -> list:
+    # stylize_webcam_frame: cam, (style, weight) x4, alpha, preserve, style size, frame side, smoothing, state (then defaults)
+    return event_inputs(demo, "stylize_webcam_frame",
+                        [frame, style, 1.0, None, 1.0, None, 1.0, None, 1.0, 1.0, False, 128, 128, 0.0, None])
 
 
-def style_inputs(content: dict, style: dict, max_side: int) -> list:
+def style_inputs(demo, content: dict, style: dict, max_side: int) -> list:
     editor = {"background": content, "layers": [], "composite": content}
-    return [editor, None, False, style, 1.0, None, 1.0, None, 1.0, None, 1.0, 1.0, False, max_side, 128, "adain"]
+    return event_inputs(demo, "stylize_image",
+                        [editor, None, False, style, 1.0, None, 1.0, None, 1.0, None, 1.0, 1.0, False, max_side, 128])
 
 
 def main() -> None:
@@ -88,7 +90,7 @@ def main() -> None:
 
         frame, style = upload(url, frame_png), upload(url, style_png)
         cam = fn_index(demo, "stylize_webcam_frame")
-        s = Stream(url, cam).join(stream_inputs(frame, style))
+        s = Stream(url, cam).join(stream_inputs(demo, frame, style))
         deadline = time.monotonic() + 60
         while s.outputs < 1 and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -96,12 +98,12 @@ def main() -> None:
         s.close()
         time.sleep(1.0)
 
-        s = Stream(url, cam).join(stream_inputs(frame, style))
+        s = Stream(url, cam).join(stream_inputs(demo, frame, style))
         stop = threading.Event()
 
         def feed():
             while not stop.is_set():
-                s.send(stream_inputs(frame, style))
+                s.send(stream_inputs(demo, frame, style))
                 time.sleep(0.1)
 
         feeder = threading.Thread(target=feed, daemon=True)
@@ -121,7 +123,7 @@ def main() -> None:
 
         content = upload(url, large_png)
         queue.stats.reset()
-        big = Session(url, fn_index(demo, "stylize_image")).join(style_inputs(content, style, 0))
+        big = Session(url, fn_index(demo, "stylize_image")).join(style_inputs(demo, content, style, 0))
         deadline = time.monotonic() + 60
         while queue.stats.active == 0 and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -60,6 +60,19 @@ def fn_index(demo, api_name: str) -> int:
     raise KeyError(api_name)
 
 
+def event_inputs(demo, api_name: str, given: list) -> list:
+    """The data list of an event: ``given`` for its first inputs, each later input's component default (so
+    callers keep working when a tab adds a setting at the end)."""
+    fn = demo.fns[fn_index(demo, api_name)]
+    defaults = []
+    for block in fn.inputs:
+        value = getattr(block, "value", None)
+        defaults.append(None if callable(value) else value)
+    if len(given) > len(defaults):
+        raise ValueError(f"{api_name} takes {len(defaults)} inputs; {len(given)} given")
+    return list(given) + defaults[len(given):]
+
+
 def upload(url: str, path: str | Path) -> dict:
     """Upload a file like the browser does; returns the FileData dict an event's data carries."""
     with open(path, "rb") as fh:

@@ -115,7 +115,7 @@ def test_registry_models_carry_cancel_points(random_weights):
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
-from loopback import Session, Stream, fn_index, live_app, upload  # noqa: E402
+from loopback import Session, Stream, event_inputs, fn_index, live_app, upload  # noqa: E402
 
 
 def _picture(path: Path, w: int, h: int, seed: int = 0) -> str:
@@ -143,9 +143,10 @@ def _timed_translate(client, pic: str, limit: float) -> float:
     return time.perf_counter() - start
 
 
-def _stream_inputs(frame: dict, style: dict) -> list:
-    # stylize_webcam_frame: cam, (style, weight) x4, alpha, preserve, style size, frame side, smoothing, state, model
-    return [frame, style, 1.0, None, 1.0, None, 1.0, None, 1.0, 1.0, False, 128, 128, 0.0, None, "adain"]
+def _stream_inputs(demo, frame: dict, style: dict) -> list:
+    # stylize_webcam_frame: cam, (style, weight) x4, alpha, preserve, style size, frame side, smoothing, state (then defaults)
+    return event_inputs(demo, "stylize_webcam_frame",
+                        [frame, style, 1.0, None, 1.0, None, 1.0, None, 1.0, 1.0, False, 128, 128, 0.0, None])
 
 
 def _wait(predicate, seconds: float) -> bool:
@@ -165,7 +166,7 @@ def test_a_webcam_stream_takes_the_engine_per_frame(app_url, tmp_path):
     cam = fn_index(demo, "stylize_webcam_frame")
 
     # An idle stream (one frame, then nothing, never closed) holds nothing.
-    idle = Stream(url, cam).join(_stream_inputs(frame, style))
+    idle = Stream(url, cam).join(_stream_inputs(demo, frame, style))
     assert _wait(lambda: idle.outputs >= 1, 60), "the stream never produced a frame"
     start = time.perf_counter()
     behind_idle = _timed_translate(client, small, 60)
@@ -173,14 +174,14 @@ def test_a_webcam_stream_takes_the_engine_per_frame(app_url, tmp_path):
     idle.close()
 
     # A running stream: a frame every 0.1 s. The short request waits for at most the frame in flight.
-    live = Stream(url, cam).join(_stream_inputs(frame, style))
+    live = Stream(url, cam).join(_stream_inputs(demo, frame, style))
     assert _wait(lambda: live.outputs >= 1, 60)
     stop = threading.Event()
 
     def feed():
         deadline = time.monotonic() + 60
         while not stop.is_set() and time.monotonic() < deadline:
-            live.send(_stream_inputs(frame, style))
+            live.send(_stream_inputs(demo, frame, style))
             time.sleep(0.1)
 
     feeder = threading.Thread(target=feed, daemon=True)
@@ -194,7 +195,7 @@ def test_a_webcam_stream_takes_the_engine_per_frame(app_url, tmp_path):
     stop.set()
     feeder.join(10)
     live.close()
-    limit = 2 * (alone + frame_s) + 5  # generous: a 2-core CI machine shared with other work
+    limit = 3 * (alone + frame_s) + 10  # generous: a 2-core CI machine shared with other work (before: 120 s)
     print(f"\nshort request alone {alone:.2f} s; behind an idle stream {behind_idle:.2f} s; behind a running "
           f"stream {behind_live:.2f} s (one frame <= {frame_s:.2f} s)")
     assert behind_live < limit, f"behind a running stream: {behind_live:.1f} s > {limit:.1f} s"
@@ -207,7 +208,8 @@ def test_a_disconnected_clients_large_job_stops_and_the_next_job_runs(app_url, t
     content = upload(url, _picture(tmp_path / "large.png", 2048, 2048, 3))
     style = upload(url, _picture(tmp_path / "style.png", 128, 128, 2))
     editor = {"background": content, "layers": [], "composite": content}
-    inputs = [editor, None, False, style, 1.0, None, 1.0, None, 1.0, None, 1.0, 1.0, False, 0, 128, "adain"]
+    inputs = event_inputs(demo, "stylize_image",
+                          [editor, None, False, style, 1.0, None, 1.0, None, 1.0, None, 1.0, 1.0, False, 0, 128])
     queue.stats.reset()
     big = Session(url, fn_index(demo, "stylize_image")).join(inputs)
     assert _wait(lambda: queue.stats.active > 0, 60), "the large job never started"
