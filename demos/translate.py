@@ -44,11 +44,9 @@ def _choices() -> tuple[list[tuple[str, str]], str | None]:
     return choices, default
 
 
-def _need_model(model: str | None) -> str:
-    if not model:
-        raise InputError("No translation model can run here yet: the note at the top of the tab says which file to "
-                         "get and where to put it.")
-    return model
+# Shown in the tab's status text (outputs cleared), not raised: a red "Error" over empty outputs explains nothing.
+NO_MODEL = ("⚠️ No translation model can run here yet: the note at the top of the tab says which file to get and "
+            "where to put it.")
 
 
 def _summary(inp, out) -> str:
@@ -68,7 +66,8 @@ UINT8_NOTE = ("Outputs are rounded to the nearest 8-bit level; the official code
 
 @guarded
 def translate_one(image, model, max_side, precision="fp32", progress=gr.Progress()):
-    model = _need_model(model)
+    if not model:
+        return None, None, NO_MODEL, []
     if image is None:
         raise InputError("Upload an image (or pick an example) first.")
     report = progress_callback(progress)
@@ -92,7 +91,8 @@ def show_maps(maps):
 @cancellable(4)
 @guarded
 def translate_gallery(items, model, max_side, precision="fp32", progress=gr.Progress()):
-    model = _need_model(model)
+    if not model:
+        return [], [], None, NO_MODEL
     if not items:
         raise InputError("Add one or more images to the gallery first.")
     res = T.translate_many(items, model, max_side=int(max_side or 0) or None, progress=progress_callback(progress),
@@ -115,7 +115,8 @@ def show_pair(pairs, evt: gr.SelectData):
 @cancellable(2)
 @guarded
 def translate_clip(video, model, max_side, max_seconds, precision="fp32", progress=gr.Progress()):
-    model = _need_model(model)
+    if not model:
+        return None, NO_MODEL
     if not video:
         raise InputError("Upload a video file first.")
     res = T.translate_video(video, model, max_side=int(max_side or 0) or T.VIDEO_MAX_SIDE,
