@@ -130,6 +130,18 @@ def prefetch(keys: list[str] | None = None, *, deadline_s: float = 60.0, workers
         return found
     log.info("downloading %d example files (%.1f MB) into %s", len(todo), sum(f.size for f in todo) / 1e6,
              cache_dir())
+    from .errors import WeightsCorruptError
+
+    try:  # the first one alone: when there is no network, say so once instead of failing every file
+        found[todo[0].key] = download(todo[0], timeout=min(30.0, deadline_s))
+    except WeightsCorruptError as exc:
+        log.warning("example %s not downloaded: %s", todo[0].key, exc)
+    except Exception as exc:  # noqa: BLE001 - logged; no example is downloaded
+        log.warning("examples not downloaded (no network?): %s; they are offered once they are in the data folder "
+                    "(--data-dir) or the cache", exc)
+        return found
+    todo = todo[1:]
+    failed = []
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="examples")
     futures = {pool.submit(download, ef, timeout=min(30.0, deadline_s)): ef.key for ef in todo}
     done, pending = wait(futures, timeout=deadline_s)
@@ -137,7 +149,11 @@ def prefetch(keys: list[str] | None = None, *, deadline_s: float = 60.0, workers
         try:
             found[futures[fut]] = fut.result()
         except Exception as exc:  # noqa: BLE001 - logged; the example is not offered
-            log.warning("example %s not downloaded: %s", futures[fut], exc)
+            failed.append(futures[fut])
+            log.info("example %s not downloaded: %s", futures[fut], exc)
+    if failed:
+        log.warning("%d example files not downloaded (%s); those examples are not offered", len(failed),
+                    ", ".join(sorted(failed)[:5]) + (", ..." if len(failed) > 5 else ""))
     if pending:
         log.warning("%d example downloads did not finish within %.0f s; they are not offered", len(pending),
                     deadline_s)

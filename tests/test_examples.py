@@ -75,6 +75,26 @@ def test_prefetch_downloads_verifies_and_renames(server, tmp_path, monkeypatch):
     assert not list(target.parent.glob(".part-*")), "the temporary file must be renamed, not left behind"
 
 
+def test_prefetch_fetches_several_and_skips_a_bad_one(server, tmp_path, monkeypatch, caplog):
+    root, base = server
+    files = {}
+    for i in range(4):
+        payload = f"file {i}".encode() * 100
+        (root / f"{i}.png").write_bytes(payload)
+        files[f"k{i}"] = examples.ExampleFile(key=f"k{i}", path=f"set/{i}.png", urls=(f"{base}/{i}.png",),
+                                              size=len(payload), sha256=hashlib.sha256(payload).hexdigest())
+    files["k3"] = examples.ExampleFile(key="k3", path="set/3.png", urls=(f"{base}/missing.png",), size=1,
+                                       sha256="0" * 64)
+    monkeypatch.setattr(examples, "manifest", lambda path=None: files)
+    monkeypatch.setenv("ENGINE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("DATA_DIR", "")
+    monkeypatch.delenv("ENGINE_OFFLINE", raising=False)
+    with caplog.at_level("WARNING", logger="engine.examples"):
+        found = examples.prefetch()
+    assert sorted(found) == ["k0", "k1", "k2"] and "k3" in caplog.text
+    assert examples.paths("k0", "k1") is not None and examples.paths("k0", "k3") is None
+
+
 def test_wrong_sha256_is_not_kept_and_not_offered(server, tmp_path, monkeypatch, caplog):
     root, base = server
     (root / "h.jpg").write_bytes(b"tampered")
