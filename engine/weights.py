@@ -252,7 +252,7 @@ def download_file(wf: WeightFile, *, progress: Progress = None, timeout: float =
         if target.is_file():
             _verify(wf, target)
             return target
-        corrupt = False
+        corrupt = ""
         for url in wf.urls:
             try:
                 if wf.archive_member:
@@ -261,14 +261,15 @@ def download_file(wf: WeightFile, *, progress: Progress = None, timeout: float =
                     _download_one(wf, url, target, progress, timeout)
                 return target
             except WeightsCorruptError as exc:  # a dishonest or damaged mirror: try the next one
-                corrupt = True
+                corrupt = str(exc)
                 log.warning("download of %s from %s refused: %s", wf.key, url, exc)
             except Exception as exc:  # network errors: try the next mirror
                 log.warning("download of %s from %s failed: %s", wf.key, url, exc)
         error = WeightsCorruptError if corrupt else WeightsMissingError
         host = urllib.parse.urlsplit(wf.urls[0]).hostname if wf.urls else "its source"
-        what = ("its sha256 did not match (refused)" if corrupt
-                else "no connection, or the server refused")
+        # the reason of the last refusal: a sha256 mismatch, or what was wrong with the archive (member names only)
+        what = ("its sha256 did not match (refused)" if "sha256" in corrupt else corrupt) if corrupt \
+            else "no connection, or the server refused"
         raise error(f"Could not download {Path(wf.path).name} from {host} ({what}). Try again later, or " + _then(wf))
 
 
