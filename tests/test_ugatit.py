@@ -244,3 +244,14 @@ def test_translation_tab_shows_the_attention_map_only_for_models_that_have_one(r
     assert none == [] and D.show_maps(none).visible is False
     choices = [name for _, name in D._choices()[0]]
     assert "ugatit-horse2zebra" in choices and "ugatit-zebra2horse" in choices
+
+
+def test_fast_precision_bf16_autocast_keeps_the_norms_in_float32(monkeypatch):
+    monkeypatch.setenv("ENGINE_CPU_BF16", "1")
+    torch.manual_seed(5)
+    gen = UGATITGenerator(ngf=4, n_blocks=1, light=True).eval()
+    x = torch.rand(1, 3, 24, 28)
+    exact = T.run_generator(gen, x, device="cpu", precision="fp32")
+    fast, maps = T.run_generator(gen, x, device="cpu", precision="fast", with_maps=True)
+    assert fast.dtype == torch.float32 and torch.isfinite(fast).all() and maps["attention"].shape == (1, 24, 28)
+    assert 0 < (fast - exact).abs().mean() < 0.05
