@@ -19,6 +19,15 @@ TABS = [  # (tab label, demos module)
     ("Correspondence", "demos.correspondence"),
     ("Propagation", "demos.propagation"),
 ]
+# A message belongs to the tab it came from: switching tabs closes the open toasts instead of leaving them stacked
+# over the next tab.
+CLOSE_TOASTS_ON_TAB_CHANGE = """() => {
+  document.addEventListener("click", (event) => {
+    if (event.target.closest && event.target.closest("button[role='tab']")) {
+      document.querySelectorAll(".toast-close").forEach((button) => button.click());
+    }
+  }, true);
+}"""
 MAX_UPLOAD_MB = 200  # per uploaded file; env ENGINE_MAX_UPLOAD_MB overrides
 
 
@@ -107,9 +116,11 @@ def check_environment() -> None:
 
 
 def launch_kwargs() -> dict:
-    """Security-relevant launch settings, shared by main() and the tests that launch the app in-process."""
+    """Launch settings (the security-relevant ones and the page script), shared by main() and the tests that
+    launch the app in-process."""
     limit_mb = float(os.environ.get("ENGINE_MAX_UPLOAD_MB", MAX_UPLOAD_MB))
-    return {"allowed_paths": allowed_paths(), "max_file_size": int(limit_mb * 1024 * 1024), "show_error": True}
+    return {"allowed_paths": allowed_paths(), "max_file_size": int(limit_mb * 1024 * 1024), "show_error": True,
+            "js": CLOSE_TOASTS_ON_TAB_CHANGE}
 
 
 def main(argv=None) -> None:

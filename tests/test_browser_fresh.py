@@ -250,5 +250,14 @@ def test_bare_offline_start_offers_only_what_works(page, bare_app, shots, pictur
         _panel(pg).locator("div.block").filter(has_text="With the edit").locator("img").first.wait_for()
         assert not _errors(pg), _errors(pg)
     pg.screenshot(path=str(shots / "fresh-propagation.png"), full_page=True)
+
+    # A message stays with its tab: an error toast is closed when the user switches tabs (no stack over others).
+    pg.reload(wait_until="load")
+    pg.get_by_role("tab", name="Correspondence").click()
+    pg.get_by_role("button", name="Match", exact=True).click()  # no images yet
+    pg.locator(TOAST_TEXT).first.wait_for()
+    _check_message(_errors(pg)[0])
+    pg.get_by_role("tab", name="Style transfer").click()
+    pg.locator(".toast-body").first.wait_for(state="detached", timeout=10_000)
     log = bare_app.log_path.read_text()
     assert "ERROR gan-studio: handler" not in log and "failed to build" not in log, log[-3000:]
