@@ -79,6 +79,10 @@ class EngineClient:
                       style_size: int | None = 256, smooth: float = 0.0):
         raise NotImplementedError
 
+    def style_pipeline(self, model: str | None = None):
+        """An object with the style pipeline's ``run`` / ``stylize_video`` / ``stylize_frame`` for ``model``."""
+        return _StyleView(self, model)
+
     # ---- correspondence / propagation (engine.correspondence backends, engine.pipelines.gangealing) ----
     def match(self, backend: str, a: np.ndarray, b: np.ndarray, progress: Progress = None):
         raise NotImplementedError
@@ -97,6 +101,22 @@ class EngineClient:
 
     def congeal(self, model: str, image, *, resolution: int = 256, flip: bool = True):
         raise NotImplementedError
+
+
+class _StyleView:
+    """The style pipeline's three calls, bound to a client and a model."""
+
+    def __init__(self, client: EngineClient, model: str | None):
+        self.client, self.model = client, model
+
+    def run(self, content, styles, **kwargs):
+        return self.client.stylize(content, styles, model=self.model, **kwargs)
+
+    def stylize_video(self, video, styles, **kwargs):
+        return self.client.stylize_video(video, styles, model=self.model, **kwargs)
+
+    def stylize_frame(self, frame, styles, state=None, **kwargs):
+        return self.client.stylize_frame(frame, styles, state, model=self.model, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -144,6 +164,9 @@ class LocalClient(EngineClient):
         from .pipelines.style import pipeline_for
 
         return pipeline_for(model)
+
+    def style_pipeline(self, model=None):
+        return self._style(model)   # the pipeline object itself: exactly the calls the tab made before
 
     def stylize(self, content, styles, *, model=None, **kwargs):
         return self._style(model).run(content, styles, **kwargs)
