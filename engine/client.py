@@ -51,15 +51,21 @@ class EngineClient:
 
     # ---- translation (engine.pipelines.translate) ----
     def translate(self, image, model: str, *, max_side: int | None = 1024, return_input: bool = False,
-                  exact: bool = False):
+                  precision: str = "fp32", uint8: str = "round", exact: bool = False):
+        raise NotImplementedError
+
+    def translate_detailed(self, image, model: str, *, max_side: int | None = 1024, precision: str = "fp32",
+                           uint8: str = "round", exact: bool = False):
         raise NotImplementedError
 
     def translate_many(self, images: Sequence, model: str, *, max_side: int | None = 1024, progress: Progress = None,
-                       max_images: int | None = 64, exact: bool = False):
+                       max_images: int | None = 64, precision: str = "fp32", uint8: str = "round",
+                       exact: bool = False):
         raise NotImplementedError
 
     def translate_video(self, src, model: str, *, max_side: int | None = 512, max_seconds: float = 10.0,
-                        max_frames: int = 900, out_path=None, progress: Progress = None, batch_size: int = 4):
+                        max_frames: int = 900, out_path=None, progress: Progress = None, batch_size: int = 4,
+                        precision: str = "fp32"):
         raise NotImplementedError
 
     # ---- style (engine.pipelines.style.pipeline_for(model): run / stylize_video / stylize_frame) ----
@@ -141,23 +147,25 @@ class LocalClient(EngineClient):
 
     kind = "local"
 
-    def translate(self, image, model, *, max_side=1024, return_input=False, exact=False):
+    def translate(self, image, model, **kwargs):
         from .pipelines import translate as T
 
-        return T.translate(image, model, max_side=max_side, return_input=return_input, exact=exact)
+        return T.translate(image, model, **kwargs)
 
-    def translate_many(self, images, model, *, max_side=1024, progress=None, max_images=64, exact=False):
+    def translate_detailed(self, image, model, **kwargs):
         from .pipelines import translate as T
 
-        return T.translate_many(images, model, max_side=max_side, progress=progress, max_images=max_images,
-                                exact=exact)
+        return T.translate_detailed(image, model, **kwargs)
 
-    def translate_video(self, src, model, *, max_side=512, max_seconds=10.0, max_frames=900, out_path=None,
-                        progress=None, batch_size=4):
+    def translate_many(self, images, model, **kwargs):
         from .pipelines import translate as T
 
-        return T.translate_video(src, model, max_side=max_side, max_seconds=max_seconds, max_frames=max_frames,
-                                 out_path=out_path, progress=progress, batch_size=batch_size)
+        return T.translate_many(images, model, **kwargs)
+
+    def translate_video(self, src, model, **kwargs):
+        from .pipelines import translate as T
+
+        return T.translate_video(src, model, **kwargs)
 
     @staticmethod
     def _style(model: str | None):
@@ -351,18 +359,35 @@ class RayClient(EngineClient):
         return {self._run(family, "pid") for _ in range(tries)}
 
     # ---- translation ----
-    def translate(self, image, model, *, max_side=1024, return_input=False, exact=False):
+    @staticmethod
+    def _translate_settings(model, precision, uint8, exact):
         from .pipelines import translate as T
 
         T._check_model_name(model)
+        return T.check_precision("fp32" if exact else precision), T.check_uint8(uint8)
+
+    def translate(self, image, model, *, max_side=1024, return_input=False, precision="fp32", uint8="round",
+                  exact=False):
+        from .pipelines import translate as T
+
+        precision, uint8 = self._translate_settings(model, precision, uint8, exact)
         img = np.asarray(T.prepare_image(image, max_side), dtype=np.uint8)
-        out = self._run("translate", "image", model, img, bool(exact))
+        out, _maps = self._run("translate", "image", model, img, precision, uint8, False)
         return (img, out) if return_input else out
 
-    def translate_many(self, images, model, *, max_side=1024, progress=None, max_images=64, exact=False):
+    def translate_detailed(self, image, model, *, max_side=1024, precision="fp32", uint8="round", exact=False):
         from .pipelines import translate as T
 
-        T._check_model_name(model)
+        precision, uint8 = self._translate_settings(model, precision, uint8, exact)
+        img = np.asarray(T.prepare_image(image, max_side), dtype=np.uint8)
+        out, maps = self._run("translate", "image", model, img, precision, uint8, True)
+        return T.Translation(img, out, maps)
+
+    def translate_many(self, images, model, *, max_side=1024, progress=None, max_images=64, precision="fp32",
+                       uint8="round", exact=False):
+        from .pipelines import translate as T
+
+        precision, uint8 = self._translate_settings(model, precision, uint8, exact)
         items = list(images or [])
         if not items:
             raise InputError("No images given.")
@@ -376,7 +401,7 @@ class RayClient(EngineClient):
             raw = src[0] if isinstance(src, tuple) else src
             try:
                 img = np.asarray(T.prepare_image(raw, max_side), dtype=np.uint8)
-                out = self._run("translate", "image", model, img, bool(exact))
+                out, _maps = self._run("translate", "image", model, img, precision, uint8, False)
             except InputError as exc:
                 result.errors.append(f"{name}: {exc}")
             else:
@@ -388,12 +413,12 @@ class RayClient(EngineClient):
         return result
 
     def translate_video(self, src, model, *, max_side=512, max_seconds=10.0, max_frames=900, out_path=None,
-                        progress=None, batch_size=4):
+                        progress=None, batch_size=4, precision="fp32"):
         from .pipelines import translate as T
 
         return T.translate_video(src, model, max_side=max_side, max_seconds=max_seconds, max_frames=max_frames,
-                                 out_path=out_path, progress=progress, batch_size=batch_size,
-                                 run_batch=lambda frames: self._run("translate", "frames", model, frames))
+                                 out_path=out_path, progress=progress, batch_size=batch_size, precision=precision,
+                                 run_batch=lambda frames: self._run("translate", "frames", model, frames, precision))
 
     # ---- style ----
     def stylize(self, content, styles, *, model=None, weights=None, alpha=1.0, preserve_color=False, mask=None,

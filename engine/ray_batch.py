@@ -22,11 +22,12 @@ from .pipelines import translate as T
 class TranslateActor:
     """One model per actor; ``__call__`` takes a batch {index, path} and returns {index, data, error}."""
 
-    def __init__(self, model: str, max_side: int | None, suffix: str, exact: bool, env: dict):
+    def __init__(self, model: str, max_side: int | None, suffix: str, precision: str, uint8: str, env: dict):
         os.environ.update(env)
         from . import registry
 
-        self.model, self.max_side, self.suffix, self.exact = model, max_side, suffix, exact
+        self.model, self.max_side, self.suffix = model, max_side, suffix
+        self.precision, self.uint8 = precision, uint8
         registry.load_model(model)   # weights resolved here, on the actor's node, by the manifest rules
 
     def _one(self, path: str) -> tuple[bytes | None, str]:
@@ -38,7 +39,8 @@ class TranslateActor:
         p = Path(path)
         try:
             img = T.prepare_image(p, self.max_side)
-            out = run_exclusive(lambda: T.translate_pil(registry.load_model(self.model), img, exact=self.exact))
+            out = run_exclusive(lambda: T.translate_pil(registry.load_model(self.model), img,
+                                                        precision=self.precision, uint8=self.uint8))
             buf = io.BytesIO()
             Image.fromarray(out).save(buf, format=Image.registered_extensions()[self.suffix])
             return buf.getvalue(), ""
@@ -86,7 +88,7 @@ def _rows(ds):
 
 def translate_folder_ray(input_dir, output_dir, model: str = T.DEFAULT_MODEL, *,
                          max_side: int | None = T.DEFAULT_MAX_SIDE, suffix: str = ".png", overwrite: bool = True,
-                         exact: bool = False, progress: Callable[[float, str], None] | None = None,
+                         precision: str = T.DEFAULT_PRECISION, uint8: str = "round", progress: Callable[[float, str], None] | None = None,
                          on_skip: Callable[[str], None] | None = None, actors: int = 2, batch_size: int = 4,
                          num_cpus: float = 1.0, num_gpus: float | None = None) -> T.FolderReport:
     """Like :func:`engine.pipelines.translate.translate_folder`, on the Ray instance this process is connected
@@ -97,6 +99,7 @@ def translate_folder_ray(input_dir, output_dir, model: str = T.DEFAULT_MODEL, *,
     from .serve import forwarded_env
 
     T._check_model_name(model)
+    precision, uint8 = T.check_precision(precision), T.check_uint8(uint8)
     files = T.list_images(input_dir)
     if not files:
         raise InputError(f"No image files ({', '.join(T.IMAGE_SUFFIXES)}) in {input_dir}.")
@@ -126,7 +129,7 @@ def translate_folder_ray(input_dir, output_dir, model: str = T.DEFAULT_MODEL, *,
                             compute=ray.data.ActorPoolStrategy(size=max(1, min(actors, len(todo)))),
                             num_cpus=num_cpus, num_gpus=num_gpus,
                             fn_constructor_kwargs={"model": model, "max_side": max_side, "suffix": suffix,
-                                                   "exact": exact, "env": env})
+                                                   "precision": precision, "uint8": uint8, "env": env})
         done = 0
         for row in _rows(ds):
             i, path = int(row["index"]), files[int(row["index"])]

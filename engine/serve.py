@@ -118,31 +118,35 @@ class TranslateReplica(_Replica):
         self.batches: list[int] = []   # sizes of the batches run (diagnostics: were requests batched?)
 
     @staticmethod
-    def _translate_group(model: str, images: list, exact: bool) -> list:
-        """Equal-sized images of one model in one generator call -> one (H, W, 3) uint8 each."""
+    def _translate_group(model: str, images: list, precision: str, uint8: str = "round",
+                         with_maps: bool = False) -> list:
+        """Equal-sized images of one model in one generator call -> ((H, W, 3) uint8, {name: (H, W) map}) each."""
         import torch
 
         from . import imageio, registry
-        from .pipelines.translate import run_generator
+        from .pipelines.translate import _check_model_name, check_precision, check_uint8, run_generator
         from .queue import run_exclusive
+
+        _check_model_name(model)
+        precision, uint8 = check_precision(precision), check_uint8(uint8)
 
         def job():
             net = registry.load_model(model)
-            y = run_generator(net, torch.cat([imageio.pil_to_tensor(im) for im in images]), exact=exact)
-            return [imageio.tensor_to_numpy(y[i:i + 1]) for i in range(len(images))]
+            x = torch.cat([imageio.pil_to_tensor(im) for im in images])
+            y, maps = (run_generator(net, x, precision=precision, with_maps=True) if with_maps
+                       else (run_generator(net, x, precision=precision), {}))
+            return [(imageio.tensor_to_numpy(y[i:i + 1], uint8), {k: m[i].numpy() for k, m in maps.items()})
+                    for i in range(len(images))]
 
         return run_exclusive(job)
 
     def _run_batch(self, requests: list) -> list:
-        from .pipelines.translate import _check_model_name
-
         groups: dict = {}
-        for i, (model, img, exact) in enumerate(requests):
-            groups.setdefault((model, img.shape, bool(exact)), []).append(i)
+        for i, (model, img, precision, uint8, with_maps) in enumerate(requests):
+            groups.setdefault((model, img.shape, precision, uint8, bool(with_maps)), []).append(i)
         replies: list = [None] * len(requests)
-        for (model, _shape, exact), idx in groups.items():
-            reply = guard(lambda: (_check_model_name(model),
-                                   self._translate_group(model, [requests[i][1] for i in idx], exact))[1])
+        for (model, _shape, precision, uint8, with_maps), idx in groups.items():
+            reply = guard(self._translate_group, model, [requests[i][1] for i in idx], precision, uint8, with_maps)
             self.batches.append(len(idx))
             for k, i in enumerate(idx):
                 replies[i] = ("ok", reply[1][k]) if reply[0] == "ok" else reply
@@ -153,20 +157,30 @@ class TranslateReplica(_Replica):
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, self._run_batch, requests)
 
-    async def image(self, model: str, img, exact: bool = False):
-        """One image: (H, W, 3) uint8 -> ("ok", (H, W, 3) uint8) or an error reply. Requests arriving together
-        are batched (``_batched``): those of one model and size run as one generator call."""
-        return await self._batched((model, img, exact))
+    async def image(self, model: str, img, precision: str = "fp32", uint8: str = "round", with_maps: bool = False):
+        """One image: (H, W, 3) uint8 -> ("ok", (output (H, W, 3) uint8, {name: (H, W) map})) or an error reply.
+        Requests arriving together are batched (``_batched``): those of one model, size and setting run as one
+        generator call."""
+        return await self._batched((model, img, precision, uint8, with_maps))
 
-    async def frames(self, model, frames: list):
+    async def frames(self, model, frames: list, precision: str = "fp32"):
         """One batch of video frames (equal sizes) -> (N, H, W, 3) uint8, as engine.pipelines.translate_video."""
-        import numpy as np
-
         def job():
-            from .pipelines.translate import _check_model_name
+            import torch
+
+            from . import imageio, registry
+            from .pipelines.translate import _check_model_name, check_precision, run_generator
+            from .queue import run_exclusive
 
             _check_model_name(model)
-            return np.stack(self._translate_group(model, frames, False))
+            mode = check_precision(precision)
+
+            def run():
+                net = registry.load_model(model)
+                y = run_generator(net, torch.cat([imageio.pil_to_tensor(f) for f in frames]), precision=mode)
+                return y.mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+            return run_exclusive(run)
 
         return await self._work(job)
 

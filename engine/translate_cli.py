@@ -53,7 +53,8 @@ def _run_on_ray(args, model: str, on_skip):
         started = True
     try:
         return translate_folder_ray(args.input, args.output, model, max_side=args.max_side or None,
-                                    suffix="." + args.format, overwrite=not args.no_overwrite, exact=args.fp32,
+                                    suffix="." + args.format, overwrite=not args.no_overwrite,
+                                    precision="fp32" if args.fp32 else args.precision, uint8=args.uint8,
                                     progress=_progress_printer(), on_skip=on_skip, actors=args.ray_actors,
                                     batch_size=args.ray_batch_size, num_cpus=args.ray_cpus, num_gpus=args.ray_gpus)
     finally:
