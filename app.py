@@ -1,7 +1,7 @@
 """GAN studio: one web app for image-to-image GAN papers, on one shared inference engine.
 
     python app.py [--host 127.0.0.1] [--port 7860] [--share] [--device cpu|cuda|mps]
-                  [--weights-dir DIR ...] [--data-dir DIR] [--offline]
+                  [--weights-dir DIR ...] [--data-dir DIR] [--offline] [--engine local|ray|ray://HOST:PORT]
 
 Thin on purpose: it reads the flags, builds the four tabs from demos/ and launches.
 """
@@ -41,6 +41,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--data-dir", help="folder with example data, e.g. ../shared/data (env DATA_DIR)")
     p.add_argument("--offline", action="store_true", help="never download weights (env ENGINE_OFFLINE=1)")
     p.add_argument("--random-weights", action="store_true", help="tiny smoke-test mode: random weights for every model")
+    p.add_argument("--engine", help="local (default: in this process), ray (the gan-studio Ray Serve application "
+                                    "of this machine's Ray cluster) or ray://HOST:PORT (env ENGINE_BACKEND)")
     args, unknown = p.parse_known_args(argv)
     problems = [f"unknown option {u}" for u in unknown if u.startswith("-")]
     problems += [f"unexpected argument {u}" for u in unknown if not u.startswith("-")]
@@ -63,6 +65,8 @@ def apply_settings(args: argparse.Namespace) -> None:
         os.environ["ENGINE_OFFLINE"] = "1"
     if args.random_weights:
         os.environ["ENGINE_RANDOM_WEIGHTS"] = "1"
+    if args.engine:
+        os.environ["ENGINE_BACKEND"] = args.engine
 
 
 def build_app():
@@ -90,8 +94,21 @@ def build_app():
                     logging.getLogger("gan-studio").exception("tab %s failed to build", label)
                     gr.Markdown(f"⚠️ This tab could not be built: `{type(exc).__name__}: {exc}`")
     guard_app(demo)  # every handler and component: clear messages, no paths, uploads validated by the engine
+    engine_concurrency(demo)
     demo.queue(default_concurrency_limit=4)
     return demo
+
+
+def engine_concurrency(demo) -> None:
+    """The shared engine queue runs one job at a time in-process; on Ray Serve as many as the replicas can take."""
+    from engine.client import get_client
+    from engine.queue import GRADIO_CONCURRENCY_ID
+
+    limit = get_client().concurrency
+    if limit > 1:   # the engine lanes with a limit (one-at-a-time and long jobs; streams have none)
+        for fn in demo.fns.values():
+            if str(fn.concurrency_id).startswith(GRADIO_CONCURRENCY_ID) and isinstance(fn.concurrency_limit, int):
+                fn.concurrency_limit = max(fn.concurrency_limit, limit)
 
 
 def allowed_paths() -> list[str]:

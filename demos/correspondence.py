@@ -12,6 +12,7 @@ from demos.common import (
     weights_notice,
 )
 from engine import imageio, registry
+from engine.client import get_client
 from engine.correspondence import get_backend, list_backends, visualise
 
 from engine.errors import InputError
@@ -90,7 +91,7 @@ def colour_views(a, b, flow, confidence):
 def match_images(backend_name, a_src, b_src, progress=gr.Progress()):
     backend = _usable(backend_name)
     a, b = load_working_image(a_src, "A"), load_working_image(b_src, "B")
-    result = backend.match(a, b, progress=progress_callback(progress))
+    result = get_client().match(backend_name, a, b, progress=progress_callback(progress))
     view_a, view_b = colour_views(a, b, result.flow, result.confidence)
     conf = visualise.overlay(a, visualise.colorize(result.confidence, 0.0, 1.0), 0.6)
     note = (f"Matched {a.shape[1]}×{a.shape[0]} → {b.shape[1]}×{b.shape[0]} with {backend.title}; "
@@ -111,11 +112,10 @@ def click_point(state, evt: gr.SelectData):
         raise InputError("Press Match first, then click a point on image A.")
     x, y = evt.index[0], evt.index[1]
     mx, my, conf = visualise.match_point(state["flow"], state["confidence"], x, y)
-    backend = get_backend(state["backend"])
     heat = None
-    similarity = getattr(backend, "similarity", None)  # optional: a per-point similarity map over B
+    similarity = get_client().similarity(state["backend"], state["a"], state["b"], x, y)  # optional per backend
     if similarity is not None:
-        heat = visualise.overlay(state["b"], visualise.colorize(similarity(state["a"], state["b"], x, y), 0.0, 1.0), 0.6)
+        heat = visualise.overlay(state["b"], visualise.colorize(similarity, 0.0, 1.0), 0.6)
     marked_b = visualise.draw_marker(heat if heat is not None else state["b"], mx, my)
     text = f"A ({x}, {y}) → B ({mx:.1f}, {my:.1f}), confidence {conf:.2f}"
     if conf < 0.2:

@@ -2,7 +2,8 @@
 
 ``build_congeal_panel(ctx)`` shows the aligned (congealed) image, a colour map of the dense flow, the model's
 labelled average carried onto the image (dense correspondence at a glance) and an alignment quality score with a
-warning when the alignment likely failed. Engine work: engine.pipelines.gangealing.congeal_image (no torch here).
+warning when the alignment likely failed. Engine work: engine.client (congeal: engine.pipelines.gangealing.congeal_image
+in process or on Ray Serve; no torch here).
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from demos.common import (
     ENGINE_QUEUE, AppContext, cancel_button, cancellable, example_files, guarded, progress_callback, run_buttons,
     runnable_choices,
 )
+from engine.client import get_client
 from engine.errors import InputError
 
 TASK = "congeal"
@@ -51,8 +53,6 @@ def quality_markdown(report) -> str:
 
 @guarded
 def congeal(image, model, resolution, flip, progress=gr.Progress()):
-    from engine.pipelines import gangealing as G
-
     if not model:
         raise InputError("No GANgealing model selected.")
     if image is None:
@@ -60,7 +60,7 @@ def congeal(image, model, resolution, flip, progress=gr.Progress()):
     report_progress = progress_callback(progress)
     if report_progress:
         report_progress(0.1, "congealing")
-    report = G.congeal_image(model, image, resolution=int(resolution or 256), flip=bool(flip))
+    report = get_client().congeal(model, image, resolution=int(resolution or 256), flip=bool(flip))
     if report.quality.flagged:
         gr.Warning(report.quality.message)
     return report.aligned, report.flow, report.correspondence, quality_markdown(report)

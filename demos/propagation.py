@@ -13,9 +13,9 @@ from demos.common import (
 )
 from demos.correspondence import _usable, backend_choices, backend_notice, load_working_image
 from engine import imageio, videoio
+from engine.client import get_client
 from engine.correspondence import get_backend, visualise
 from engine.errors import InputError
-from engine.queue import run_exclusive
 
 MAX_SIDE = 512
 VIDEO_MAX_SIDE = 384
@@ -78,8 +78,8 @@ def propagate_images(backend_name, editor, sticker, opacity, targets, progress=g
             skipped.append(str(exc))
     if not images:
         raise InputError("None of the images could be read: " + "; ".join(skipped))
-    outs = backend.propagate(edit, images, reference=reference, opacity=float(opacity),
-                             progress=progress_callback(progress))
+    outs = get_client().propagate(backend_name, edit, images, reference=reference, opacity=float(opacity),
+                                  progress=progress_callback(progress))
     note = f"Propagated to {len(outs)} image(s)." + (f" Skipped: {'; '.join(skipped)}" if skipped else "")
     return outs, note
 
@@ -104,9 +104,9 @@ def propagate_video(backend_name, editor, sticker, opacity, video, max_seconds, 
     edit, reference = _edit_and_reference(backend, editor, sticker)
     if not video:
         raise InputError("Upload a video file first (or click an example).")
-    stream = backend.stream(edit, reference=reference, opacity=float(opacity),
-                            **tracking_options(backend_name, flow_method, reanchor_every))
-    path = videoio.map_video(video, lambda frame: run_exclusive(stream, frame), max_seconds=float(max_seconds),
+    stream = get_client().stream(backend_name, edit, reference=reference, opacity=float(opacity),
+                                 **tracking_options(backend_name, flow_method, reanchor_every))
+    path = videoio.map_video(video, stream, max_seconds=float(max_seconds),
                              max_side=VIDEO_MAX_SIDE, progress=progress_callback(progress))
     info = videoio.probe(path)
     return str(path), f"{info.frames or '?'} frames at {float(info.fps):.3g} fps, {info.width}×{info.height}."
@@ -153,10 +153,10 @@ def webcam_frame(frame, prepared, state, max_side=VIDEO_MAX_SIDE):
     if not prepared:
         return frame, None
     if not state or state.get("key") != prepared["key"]:
-        backend = get_backend(prepared["backend"])
-        state = {"key": prepared["key"], "stream": backend.stream(
-            prepared["edit"], reference=prepared["reference"], opacity=prepared["opacity"], **prepared["options"])}
-    return run_exclusive(state["stream"], frame), state
+        state = {"key": prepared["key"], "stream": get_client().stream(
+            prepared["backend"], prepared["edit"], reference=prepared["reference"], opacity=prepared["opacity"],
+            **prepared["options"])}
+    return state["stream"](frame), state
 
 
 @guarded

@@ -89,9 +89,9 @@ def _pipeline():
 
 
 def _pipeline_for(model):
-    from engine.pipelines.style import pipeline_for
+    from engine.client import get_client
 
-    return pipeline_for(model or MODEL)
+    return get_client().style_pipeline(model or MODEL)  # run / stylize_video / stylize_frame, local or on Ray
 
 
 def weights_message(model: str = MODEL) -> str:

@@ -12,6 +12,7 @@ from demos.common import (
     run_buttons, runnable_choices, show_weights_notice,
 )
 from engine import spectrum
+from engine.client import get_client
 from engine.errors import InputError
 from engine.pipelines import translate as T
 
@@ -73,8 +74,8 @@ def translate_one(image, model, max_side, precision="fp32", progress=gr.Progress
     report = progress_callback(progress)
     if report:
         report(0.1, "translating")
-    res = T.translate_detailed(image, model, max_side=int(max_side or 0) or None,
-                               precision=precision or T.DEFAULT_PRECISION)
+    res = get_client().translate_detailed(image, model, max_side=int(max_side or 0) or None,
+                                          precision=precision or T.DEFAULT_PRECISION)
     inp, out = res.input, res.output
     if report:
         report(0.9, "spectrum analysis")
@@ -95,8 +96,9 @@ def translate_gallery(items, model, max_side, precision="fp32", progress=gr.Prog
         return [], [], None, NO_MODEL
     if not items:
         raise InputError("Add one or more images to the gallery first.")
-    res = T.translate_many(items, model, max_side=int(max_side or 0) or None, progress=progress_callback(progress),
-                           precision=precision or T.DEFAULT_PRECISION)
+    res = get_client().translate_many(items, model, max_side=int(max_side or 0) or None,
+                                      progress=progress_callback(progress),
+                                      precision=precision or T.DEFAULT_PRECISION)
     for msg in res.errors:
         gr.Warning(f"Skipped {msg}")
     gallery = [(out, name) for out, name in zip(res.outputs, res.names)]
@@ -119,7 +121,7 @@ def translate_clip(video, model, max_side, max_seconds, precision="fp32", progre
         return None, NO_MODEL
     if not video:
         raise InputError("Upload a video file first.")
-    res = T.translate_video(video, model, max_side=int(max_side or 0) or T.VIDEO_MAX_SIDE,
+    res = get_client().translate_video(video, model, max_side=int(max_side or 0) or T.VIDEO_MAX_SIDE,
                             max_seconds=float(max_seconds), progress=progress_callback(progress),
                             precision=precision or T.DEFAULT_PRECISION)
     note = (f"{res.frames} frames at {res.fps:.3g} fps, {res.width}×{res.height}"
