@@ -30,7 +30,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .errors import Cancelled, EngineError, InputError, ModelError, WeightsCorruptError, WeightsError, WeightsMissingError
+from .errors import (Cancelled, EngineError, InputError, ModelError, WeightsCorruptError, WeightsError,
+                     WeightsMissingError)
 
 Progress = Callable[[float, str], None] | None
 

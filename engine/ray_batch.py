@@ -88,7 +88,8 @@ def _rows(ds):
 
 def translate_folder_ray(input_dir, output_dir, model: str = T.DEFAULT_MODEL, *,
                          max_side: int | None = T.DEFAULT_MAX_SIDE, suffix: str = ".png", overwrite: bool = True,
-                         precision: str = T.DEFAULT_PRECISION, uint8: str = "round", progress: Callable[[float, str], None] | None = None,
+                         precision: str = T.DEFAULT_PRECISION, uint8: str = "round",
+                         progress: Callable[[float, str], None] | None = None,
                          on_skip: Callable[[str], None] | None = None, actors: int = 2, batch_size: int = 4,
                          num_cpus: float = 1.0, num_gpus: float | None = None) -> T.FolderReport:
     """Like :func:`engine.pipelines.translate.translate_folder`, on the Ray instance this process is connected

@@ -7,8 +7,8 @@
 
 Application ``gan-studio`` (see docs/SCALE_OUT.md):
 
-* ``Style`` — AdaIN / Magenta (engine.pipelines.style.pipeline_for): ``run`` for one image, ``frame`` for one video/webcam frame with the
-  stream's state passed in and returned (any replica can take any frame);
+* ``Style`` — AdaIN / Magenta (engine.pipelines.style.pipeline_for): ``run`` for one image, ``frame`` for one
+  video/webcam frame with the stream's state passed in and returned (any replica can take any frame);
 * ``Translate`` — CycleGAN / CUT / GAN Compression: ``image`` is a ``@serve.batch`` method, so single-image
   requests of one model arriving together (several users, or webcam frames) run as one batch of equal-sized images
   (padding and cropping as in engine.pipelines.translate; on this CPU a batch gives bit-identical outputs to one
