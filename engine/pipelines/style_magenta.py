@@ -26,7 +26,10 @@ What happens
    (up to float rounding). This bounds convolution workspace, not activation memory (the feature maps are held
    whole: ~32 bytes per content pixel at the 8-channel full-resolution layers).
 7. Video / webcam flicker smoothing: an EMA of every norm layer's mean and variance across frames (and of the
-   content's style vector when alpha < 1), carried in the per-session state.
+   content's style vector when alpha < 1), carried in the per-session state. Measured (160 px face, La Muse, 10
+   frames): it does not reduce pixel-noise flicker (mean |frame-to-frame change| 9.45 -> 9.50 at smooth 0.8 with
+   sigma-6 input noise; the network's local response to noise is not a statistics effect), and per-frame statistics
+   already cancel global brightness jitter; it only keeps the normalisation steady when a frame's statistics jump.
 Precision: float32 on every device. Autocast is not used: we could not measure its error on a GPU here, and the
 network is small (about 0.3 GFLOP per 256 x 256 image).
 """
