@@ -62,17 +62,18 @@ def _data_url_bytes(url: str) -> bytes:
 
 
 def _image_sources(component, payload) -> list:
-    """Every file or bytes object in an Image / ImageEditor payload."""
+    """(holder, source) for every file or bytes object in an Image / ImageEditor payload; holder is the FileData
+    whose path is the source (None for bytes)."""
     if payload is None:
         return []
     if isinstance(payload, (bytes, bytearray)):
-        return [bytes(payload)]
+        return [(None, bytes(payload))]
     found = []
     path, url = getattr(payload, "path", None), getattr(payload, "url", None)
     if path:
-        found.append(path)
+        found.append((payload, path))
     elif isinstance(url, str) and url.startswith("data:"):
-        found.append(_data_url_bytes(url))
+        found.append((None, _data_url_bytes(url)))
     for name in ("background", "composite"):
         found += _image_sources(component, getattr(payload, name, None))
     for layer in getattr(payload, "layers", None) or []:
@@ -84,15 +85,36 @@ def _image_sources(component, payload) -> list:
         if cached is not None:
             for value in (cached.background, cached.composite, *(cached.layers or [])):
                 if value:
-                    found.append(bytes(value))
+                    found.append((None, bytes(value)))
     return found
+
+
+# Modes Gradio's own decoding handles; others (float/32-bit/16-bit TIFF, CMYK, LAB, ...) are converted by the engine.
+GRADIO_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA"}
+
+
+def _engine_copy(path: str) -> str:
+    """The upload converted by the engine (16-bit and float scaled by their range, CMYK to RGB, EXIF applied) and
+    saved as PNG beside it, for Gradio to decode instead of the original."""
+    from pathlib import Path
+
+    from engine import imageio
+
+    out = Path(path).with_name(Path(path).stem + ".engine.png")
+    if not out.exists():
+        imageio.load_image(path).save(out)
+    return str(out)
 
 
 def _check_images(component, payload) -> None:
     from engine import imageio
 
-    for src in _image_sources(component, payload):
-        imageio.check_image(src)
+    for holder, src in _image_sources(component, payload):
+        mode = imageio.check_image(src)[2]
+        if holder is not None and mode not in GRADIO_MODES:  # handed over as the engine's conversion
+            holder.path = _engine_copy(src)
+            if getattr(holder, "orig_name", None):
+                holder.orig_name = str(holder.orig_name).rsplit(".", 1)[0] + ".png"
 
 
 def _check_video(component, payload) -> None:

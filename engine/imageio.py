@@ -121,12 +121,13 @@ def to_rgb(img: Image.Image, background: tuple[int, int, int] = BACKGROUND) -> I
     return img.convert("RGB")
 
 
-def check_image(src: ImageSource, max_pixels: int | None = None) -> tuple[int, int]:
+def check_image(src: ImageSource, max_pixels: int | None = None) -> tuple[int, int, str]:
     """Decode ``src`` fully with the checks of :func:`load_image` (empty, truncated or corrupt, not an image,
     decompression bombs in the pixels or in metadata chunks such as iCCP/zTXt, over the pixel limit), without
-    converting it; returns (width, height). The app runs it on every uploaded image before Gradio decodes it."""
+    converting it; returns (width, height, PIL mode). The app runs it on every uploaded image before Gradio decodes
+    it."""
     img = _open(src, max_pixels)
-    size = img.size
+    size = (*img.size, img.mode)
     if not isinstance(src, Image.Image):
         img.close()
     return size

@@ -7,8 +7,8 @@ call with an initial flow). Two layers keep that away from the server:
 1. ``optical_flow`` checks its inputs before any native call (2-D, uint8, same shape, C-contiguous; an initial flow
    must be finite float32 of shape (H, W, 2) or it is dropped), pads frames smaller than ``MIN_FLOW_SIDE`` by
    replicating the border (the flow is cropped back), and gives every frame size its own DIS object.
-2. The flow itself is computed in one long-lived worker process (``spawn``, so no state or locks are inherited from
-   the server's threads). If the worker dies (segfault, abort, out of memory) or exceeds ``CALL_TIMEOUT_S``, the call
+2. The flow itself is computed in one long-lived worker process (a fresh ``python``, so no state or locks are
+   inherited from the server's threads). If the worker dies (segfault, abort, out of memory) or exceeds ``CALL_TIMEOUT_S``, the call
    raises :class:`NativeCrash`, an ``EngineError`` whose message the user sees; the next call starts a fresh
    worker. Measured cost: ``benchmarks/bench_isolation.py`` (pickling two 320-px gray frames and a flow through a
    pipe per call).
@@ -18,9 +18,9 @@ call with an initial flow). Two layers keep that away from the server:
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import threading
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -133,6 +133,33 @@ def _check_video(path: str):
 _OPS = {"flow": _flow_native, "check_video": _check_video, "echo": _echo, "crash": _crash_for_tests, "ping": lambda: "pong"}
 
 
+class _Pipe:
+    """A duplex connection made of two one-way multiprocessing Connections."""
+
+    def __init__(self, reader, writer):
+        self.reader, self.writer = reader, writer
+
+    def send(self, obj) -> None:
+        self.writer.send(obj)
+
+    def recv(self):
+        return self.reader.recv()
+
+    def poll(self, timeout: float) -> bool:
+        return self.reader.poll(timeout)
+
+    def close(self) -> None:
+        self.reader.close()
+        self.writer.close()
+
+
+def _serve_fds(read_fd: int, write_fd: int) -> None:
+    """Entry point of the worker process."""
+    from multiprocessing.connection import Connection
+
+    _serve(_Pipe(Connection(read_fd, writable=False), Connection(write_fd, readable=False)))
+
+
 def _serve(conn) -> None:  # the worker's main loop
     while True:
         try:
@@ -158,25 +185,45 @@ class _Worker:
         self.crashes = 0      # worker deaths and timeouts (each fails one call; the next call starts afresh)
 
     def _start(self) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_serve, args=(child,), name="gan-studio-native", daemon=True)
-        proc.start()
-        child.close()
-        self.proc, self.conn = proc, parent
+        """Start ``python -c 'engine.native._serve_fds(...)'`` with two pipes. A plain subprocess, not
+        multiprocessing's spawn: that re-imports the caller's main module, which breaks scripts without a
+        ``__main__`` guard; this inherits nothing from the server but the environment."""
+        import subprocess
+        import sys
+        from multiprocessing.connection import Connection
+
+        to_child_r, to_child_w = os.pipe()
+        from_child_r, from_child_w = os.pipe()
+        root = str(Path(__file__).resolve().parent.parent)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+        code = f"from engine.native import _serve_fds; _serve_fds({to_child_r}, {from_child_w})"
+        try:
+            proc = subprocess.Popen([sys.executable, "-c", code], pass_fds=(to_child_r, from_child_w), env=env,
+                                    stdin=subprocess.DEVNULL, close_fds=True)
+        finally:
+            os.close(to_child_r)
+            os.close(from_child_w)
+        self.proc = proc
+        self.conn = _Pipe(Connection(from_child_r, writable=False), Connection(to_child_w, readable=False))
+
+    def _alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def _stop(self) -> None:
         if self.proc is not None:
-            if self.proc.is_alive():
+            if self.proc.poll() is None:
                 self.proc.kill()
-            self.proc.join(5)
+            try:
+                self.proc.wait(5)
+            except Exception:  # noqa: BLE001 - a zombie is not worth failing for
+                pass
         if self.conn is not None:
             self.conn.close()
         self.proc = self.conn = None
 
     def call(self, op: str, *args, timeout: float = CALL_TIMEOUT_S):
         with self.lock:
-            if self.proc is None or not self.proc.is_alive():
+            if not self._alive():
                 self._stop()
                 self._start()
             self.calls += 1
@@ -190,8 +237,10 @@ class _Worker:
                 status, value = self.conn.recv()
             except (EOFError, OSError, BrokenPipeError) as exc:
                 self.crashes += 1
-                self.proc.join(5)
-                code = self.proc.exitcode
+                try:
+                    code = self.proc.wait(5)
+                except Exception:  # noqa: BLE001
+                    code = None
                 self._stop()
                 log.error("native worker died during %s (exit code %s)", op, code)
                 signal = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
