@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import types
 
 import gradio as gr
 import numpy as np
@@ -125,28 +124,12 @@ def _check_video(component, payload) -> None:
         videoio.check_video(path)
 
 
-def _validator(component):
-    if isinstance(component, (gr.ImageEditor, gr.Image)):
+def _validator(cls):
+    if issubclass(cls, (gr.ImageEditor, gr.Image)):
         return _check_images
-    if isinstance(component, gr.Video):
+    if issubclass(cls, gr.Video):
         return _check_video
     return None
-
-
-def _guard_preprocess(component) -> None:
-    check = _validator(component)
-    original = type(component).preprocess
-
-    def preprocess(self, payload):
-        try:
-            if check is not None and payload is not None:
-                check(self, payload)
-            return original(self, payload)
-        except Exception as exc:  # noqa: BLE001 - becomes a sanitised message for the user
-            _refuse(self, exc, "preprocess")
-
-    # a method bound to the instance (deep copies Gradio makes per session re-bind to the copy)
-    component.preprocess = types.MethodType(preprocess, component)
 
 
 # ---- outputs: fit images to their format's limits before Gradio encodes them --------------------------------------
@@ -172,19 +155,45 @@ def _fit(value, max_side: int):
     return value
 
 
-def _guard_postprocess(component) -> None:
-    original = type(component).postprocess
-    fmt = str(getattr(component, "format", "") or "").lower().lstrip(".")
-    max_side = FORMAT_MAX_SIDE.get(fmt)
-    fits = isinstance(component, (gr.Image, gr.ImageEditor, gr.ImageSlider, gr.Gallery)) and max_side
+_FITTED = (gr.Image, gr.ImageEditor, gr.ImageSlider, gr.Gallery)
+_guarded_classes: dict[type, type] = {}
+
+
+def _guarded_class(base: type) -> type:
+    """A subclass of a component class whose preprocess validates and is guarded and whose postprocess fits images
+    to their format; same name and same frontend component. The class of an instance is swapped (not a method
+    patched) because Gradio re-creates a component from its class for each gr.update / gr.skip in a session."""
+    if getattr(base, _MARK, False):
+        return base
+    if base in _guarded_classes:
+        return _guarded_classes[base]
+    check = _validator(base)
+    fits = issubclass(base, _FITTED)
+
+    def preprocess(self, payload):
+        try:
+            if check is not None and payload is not None:
+                check(self, payload)
+            return base.preprocess(self, payload)
+        except Exception as exc:  # noqa: BLE001 - becomes a sanitised message for the user
+            _refuse(self, exc, "preprocess")
 
     def postprocess(self, value):
         try:
-            return original(self, _fit(value, max_side) if fits else value)
+            max_side = FORMAT_MAX_SIDE.get(str(getattr(self, "format", "") or "").lower().lstrip(".")) if fits else None
+            return base.postprocess(self, _fit(value, max_side) if max_side else value)
         except Exception as exc:  # noqa: BLE001
             _refuse(self, exc, "postprocess")
 
-    component.postprocess = types.MethodType(postprocess, component)
+    namespace = {"preprocess": preprocess, "postprocess": postprocess, _MARK: True,
+                 "__module__": base.__module__, "__qualname__": base.__qualname__, "__doc__": base.__doc__}
+    if getattr(base.get_block_name, "__func__", base.get_block_name) is gr.blocks.Block.get_block_name:
+        name = base.__base__.__name__.lower() if hasattr(base, "is_template") else base.__name__.lower()
+        namespace["get_block_name"] = lambda self, _n=name: _n
+        namespace["get_block_class"] = lambda self, _n=name: _n
+    cls = type(base)(base.__name__, (base,), namespace)
+    _guarded_classes[base] = cls
+    return cls
 
 
 # ---- the app -----------------------------------------------------------------------------------------------------
@@ -197,9 +206,7 @@ def guard_app(demo: gr.Blocks) -> gr.Blocks:
             block_fn.fn = guarded(fn)
     for block in demo.blocks.values():
         if isinstance(block, gr.components.Component) and not getattr(block, _MARK, False):
-            _guard_preprocess(block)
-            _guard_postprocess(block)
-            setattr(block, _MARK, True)
+            block.__class__ = _guarded_class(type(block))
     return demo
 
 

@@ -105,6 +105,8 @@ def _affine_map(m: np.ndarray, h: int, w: int) -> np.ndarray:
 
 def _sample(field: np.ndarray, pts: np.ndarray) -> np.ndarray:
     """Bilinear samples of an (H, W, C) field at (N, 2) points (border replicated)."""
+    if len(pts) == 0:  # a featureless frame has no key points (OpenCV refuses an empty map)
+        return np.zeros((0, field.shape[2] if field.ndim == 3 else 1), field.dtype)
     xs = np.ascontiguousarray(pts[:, 0], np.float32).reshape(1, -1)
     ys = np.ascontiguousarray(pts[:, 1], np.float32).reshape(1, -1)
     out = cv2.remap(field, xs, ys, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
