@@ -121,12 +121,14 @@ def first_frame(video):
 
 def prepare_stream_edit(backend_name, editor, sticker, opacity, flow_method="DIS", reanchor_every=10):
     """The webcam's edit, prepared once when the canvas, sticker, backend or options change (not per frame):
-    ``{"key", "backend", "edit", "reference", "opacity", "options"}``, or None while there is nothing to carry."""
+    ``{"key", "backend", "edit", "reference", "opacity", "options"}``; unchanged while there is nothing to carry."""
     try:
         backend = _usable(backend_name)
         edit, reference = _edit_and_reference(backend, editor, sticker)
     except InputError:
-        return None  # nothing to propagate yet: the camera is shown as it is
+        # nothing (new) to carry: keep what was prepared (an editor passing through an empty state while it
+        # updates must not switch the edit off); before anything was prepared the camera is shown as it is
+        return gr.skip()
     options = tracking_options(backend_name, flow_method, reanchor_every)
     if backend_name == "classic":
         options["anchor_in_background"] = True   # matching another face takes seconds: frames keep flowing
@@ -151,16 +153,21 @@ def webcam_frame(frame, prepared, state, max_side=VIDEO_MAX_SIDE):
         scale = side / max(h, w)
         frame = cv2.resize(frame, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
     if not prepared:
-        return frame, None
+        return frame, {"key": None, "stream": None, "last": frame}
     if not state or state.get("key") != prepared["key"]:
         state = {"key": prepared["key"], "stream": get_client().stream(
             prepared["backend"], prepared["edit"], reference=prepared["reference"], opacity=prepared["opacity"],
             **prepared["options"])}
+    state["last"] = frame   # what "Use this frame as the reference" takes while streaming
     return state["stream"](frame), state
 
 
 @guarded
-def capture(frame):
+def capture(frame, state=None):
+    """The webcam frame as the reference. While streaming, the webcam component holds no value: the last frame the
+    stream handler saw (kept in this session's stream state) is taken instead."""
+    if frame is None and isinstance(state, dict):
+        frame = state.get("last")
     if frame is None:
         raise gr.Error("Start the webcam first.")
     frame = load_working_image(frame, "(webcam frame)", max_side=MAX_SIDE)  # the size the editor works at
@@ -253,15 +260,17 @@ def build(ctx: AppContext) -> None:
             sticker = gr.Image(label="…or upload an RGBA sticker (covers the whole canvas)", type="filepath",
                                image_mode=None, sources=["upload"], height=200)
             opacity = gr.Slider(0, 1, value=0.9, step=0.05, label="Opacity of the edit")
+    edit_events = []   # everything that sets the canvas programmatically (the webcam's edit is re-prepared after)
     refs = [f[0] for key in REFERENCES if (f := example_files(key))]
     if refs:
-        gr.Examples([[r, demo_sticker()] for r in refs], [editor, sticker],
-                    label="Examples: reference face + sticker (classic backend)")
+        edit_events.append(gr.Examples([[r, demo_sticker()] for r in refs], [editor, sticker],
+                                       label="Examples: reference face + sticker (classic backend)").load_input_event)
     assets = sticker_examples(ctx)
     if assets:
-        gr.Examples(assets, [editor, sticker], label="Examples: GANgealing's stickers on the category's average image "
-                    "as the reference (classic backend; then pick face / cat targets below)")
-    load.click(load_canvas, [backend], [editor])
+        edit_events.append(gr.Examples(
+            assets, [editor, sticker], label="Examples: GANgealing's stickers on the category's average image "
+            "as the reference (classic backend; then pick face / cat targets below)").load_input_event)
+    edit_events.append(load.click(load_canvas, [backend], [editor]))
     with gr.Accordion("Video / webcam tracking options (classic backend)", open=False):
         gr.Markdown("The edit follows a video or the webcam by optical flow between consecutive frames; every N "
                     "frames the frame is matched straight to the reference frame again to stop drift. Pixels that "
@@ -295,7 +304,7 @@ def build(ctx: AppContext) -> None:
         clips = [f[0] for key in CLIPS if (f := example_files(key))]
         if clips:
             gr.Examples([[c] for c in clips], [video_in], label="Example clips (faces)")
-        use_first.click(first_frame, [video_in], [editor])
+        edit_events.append(use_first.click(first_frame, [video_in], [editor]))
         video_event = run_video.click(propagate_video, [backend, editor, sticker, opacity, video_in, seconds, flow_method,
                                                         reanchor], [video_out, video_note], api_name="propagate_video",
                                       **LONG_QUEUE)
@@ -316,6 +325,8 @@ def build(ctx: AppContext) -> None:
         prep_inputs = [backend, editor, sticker, opacity, flow_method, reanchor]
         for trigger in prep_inputs:
             trigger.change(prepare_stream_edit, prep_inputs, prepared, api_visibility="private", queue=False)
+        edit_events.append(grab.click(capture, [cam, stream_state], [editor]))
+        for event in edit_events:
+            event.then(prepare_stream_edit, prep_inputs, prepared, api_visibility="private", queue=False)
         cam.stream(webcam_frame, [cam, prepared, stream_state, cam_side], [cam_out, stream_state],
                    api_name="propagate_webcam_frame", **STREAM_QUEUE)
-        grab.click(capture, [cam], [editor])

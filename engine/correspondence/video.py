@@ -277,8 +277,19 @@ class StreamEditPropagator(StreamPropagator):
             if self.opt.anchor in ("auto", "flow"):
                 dense, score = self._flow_anchor(gray)
             if self.opt.anchor == "flow" or (self.opt.anchor == "auto" and score >= SAME_SCENE_SCORE):
-                self.m0_dense = (cv2.resize(dense, (wp, hp), interpolation=cv2.INTER_LINEAR)
-                                 if (hp, wp) != (hr, wr) else dense)
+                dense = (cv2.resize(dense, (wp, hp), interpolation=cv2.INTER_LINEAR) if (hp, wp) != (hr, wr)
+                         else dense)
+                # one transform fitted to the flow over the edit's box: the edit moves, it is not bent by how the
+                # face deformed since the reference (a mouth that opened, eyes that closed)
+                x0, y0, x1, y1 = self._ref_box
+                inbox = ((dense[..., 0] >= x0) & (dense[..., 0] < x1) & (dense[..., 1] >= y0) & (dense[..., 1] < y1))
+                ys, xs = np.nonzero(inbox[::2, ::2])
+                src = np.stack([xs * 2, ys * 2], -1).astype(np.float32)
+                m, share = _fit(src, dense[ys * 2, xs * 2], max(1.0, 0.005 * max(hp, wp)), self.opt.motion)
+                if m is not None and share >= 0.3:
+                    self.m0_affine = m
+                else:
+                    self.m0_dense = dense
                 self.stats["anchor"] = "flow"
             else:
                 if self.opt.anchor_in_background:    # live streams: frames keep flowing while it is computed
