@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     print(f"{'size':>6} {'model':>18} {'s/image':>9} {'vs CycleGAN':>12}")
     for size in args.sizes:
         x = torch.rand(1, 3, size, size)
-        runnable = {n: m for n, m in models.items() if m.fixed_size in (None, (size, size))}
+        runnable = {n: m for n, m in models.items() if getattr(m, "fixed_size", None) in (None, (size, size))}
         for m in runnable.values():            # warm-up
             T.run_generator(m, x, device=device, precision="fp32")
         times: dict[str, list[float]] = {n: [] for n in runnable}
