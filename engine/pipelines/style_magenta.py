@@ -31,7 +31,8 @@ What happens
    sigma-6 input noise; the network's local response to noise is not a statistics effect), and per-frame statistics
    already cancel global brightness jitter; it only keeps the normalisation steady when a frame's statistics jump.
 Precision: float32 on every device. Autocast is not used: we could not measure its error on a GPU here, and the
-network is small (about 0.3 GFLOP per 256 x 256 image).
+network is small (0.82 G multiply-adds for the transformer per 256 x 256 content, 0.39 G for the style network,
+counted per conv layer).
 """
 from __future__ import annotations
 
