@@ -160,7 +160,10 @@ def test_propagation_webcam_streams_the_edit(cam_page, camera, shots, running_ap
     assert res["outputs"] >= 4, res                        # frames keep arriving (generous: a loaded 2-core CI)
     codes = [k for _, k, _ in probe["outputs"] if k >= 0]
     assert len(codes) >= 0.8 * len(probe["outputs"]), codes      # the frame code survives the round trip
-    assert len(set(codes)) >= 0.8 * len(codes) and len(set(codes)) >= 4, codes   # they follow the input
+    # They follow the input: consecutive outputs carry new frame codes (the fake camera loops, so on a
+    # fast machine codes recur across loops and only consecutive repeats show a stalled stream).
+    moves = sum(a != b for a, b in zip(codes, codes[1:]))
+    assert moves >= 0.8 * (len(codes) - 1) and len(set(codes)) >= 4, codes
     assert images, "no output image could be fetched"
     # the edit is on the outputs (the fake camera loops every 3 s and a loaded machine answers seconds apart: a
     # frame after such a jump may lose the face for a while, so at least half of them, not every one)
