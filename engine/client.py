@@ -454,25 +454,12 @@ class RayClient(EngineClient):
         """The video is decoded and encoded here; each frame is one remote ``frame`` call with the stream's state
         (EMA statistics, colour reference) passed along, so any replica can take any frame."""
         from . import videoio
-        from .pipelines.style import MAX_SIDE_LIMIT, VideoResult, _as_list, normalise_weights
+        from .pipelines.style import VideoResult, plan_video
 
-        styles = _as_list(styles)
-        if not styles:
-            raise InputError("Give at least one style image.")
-        if video is None:
-            raise InputError("Give a video file (MP4, WebM, MOV, AVI, ...).")
-        if not 0.0 <= smooth < 1.0:
-            raise InputError("smooth must be in [0, 1).")
-        norm_w = normalise_weights(weights, len(styles))
-        limit = min(int(max_side), MAX_SIDE_LIMIT) if max_side else MAX_SIDE_LIMIT
+        styles, norm_w, limit, info, fps, total = plan_video(
+            video, styles, weights=weights, alpha=alpha, smooth=smooth, max_side=max_side, max_frames=max_frames,
+            max_seconds=max_seconds)
         arrays = _styles_as_arrays(styles)
-        info = videoio.probe(video)
-        fps = float(info.fps)
-        total = info.frames or (int(info.seconds * fps) if info.seconds else 0)
-        if max_seconds and max_seconds > 0:
-            total = min(total or 10**9, max(1, int(max_seconds * fps + 1e-6)))
-        if max_frames and max_frames > 0:
-            total = min(total or 10**9, max_frames)
         start, state, size = time.perf_counter(), None, None
         if progress:
             progress(0.0, "encoding styles")

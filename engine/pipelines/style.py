@@ -425,6 +425,35 @@ def _as_list(styles) -> list:
     return [styles]
 
 
+def plan_video(video, styles, *, weights, alpha, smooth, max_side, max_frames, max_seconds):
+    """Validate a style-video request and plan it (shared by the AdaIN and Magenta pipelines and the Ray client).
+
+    Returns ``(styles, weights, limit, info, fps, total)``: the style list, normalised weights, the frame max side,
+    the probed video, its frame rate and the number of frames that will be processed (0 when unknown).
+    """
+    from .. import videoio
+
+    styles = _as_list(styles)
+    if not styles:
+        raise InputError("Give at least one style image.")
+    if video is None:
+        raise InputError("Give a video file (MP4, WebM, MOV, AVI, ...).")
+    if not 0.0 <= smooth < 1.0:
+        raise InputError("smooth must be in [0, 1).")
+    if not 0.0 <= float(alpha) <= 1.0:
+        raise InputError(f"alpha must be between 0 and 1; got {alpha}.")
+    norm_w = normalise_weights(weights, len(styles))
+    limit = min(int(max_side), MAX_SIDE_LIMIT) if max_side else MAX_SIDE_LIMIT
+    info = videoio.probe(video)
+    fps = float(info.fps)
+    total = info.frames or (int(info.seconds * fps) if info.seconds else 0)
+    if max_seconds and max_seconds > 0:
+        total = min(total or 10**9, max(1, int(max_seconds * fps + 1e-6)))
+    if max_frames and max_frames > 0:
+        total = min(total or 10**9, max_frames)
+    return styles, norm_w, limit, info, fps, total
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The pipeline
 
@@ -703,24 +732,9 @@ class StyleTransfer:
         """
         from .. import videoio
 
-        styles = _as_list(styles)
-        if not styles:
-            raise InputError("Give at least one style image.")
-        if video is None:
-            raise InputError("Give a video file (MP4, WebM, MOV, AVI, ...).")
-        if not 0.0 <= smooth < 1.0:
-            raise InputError("smooth must be in [0, 1).")
-        if not 0.0 <= float(alpha) <= 1.0:
-            raise InputError(f"alpha must be between 0 and 1; got {alpha}.")
-        norm_w = normalise_weights(weights, len(styles))
-        limit = min(int(max_side), MAX_SIDE_LIMIT) if max_side else MAX_SIDE_LIMIT
-        info = videoio.probe(video)
-        fps = float(info.fps)
-        total = info.frames or (int(info.seconds * fps) if info.seconds else 0)
-        if max_seconds and max_seconds > 0:
-            total = min(total or 10**9, max(1, int(max_seconds * fps + 1e-6)))
-        if max_frames and max_frames > 0:
-            total = min(total or 10**9, max_frames)
+        styles, norm_w, limit, info, fps, total = plan_video(
+            video, styles, weights=weights, alpha=alpha, smooth=smooth, max_side=max_side, max_frames=max_frames,
+            max_seconds=max_seconds)
         start = time.perf_counter()
         stats, ema, size = None, None, None
         if progress:

@@ -54,7 +54,8 @@ from ..errors import InputError, ModelError
 from ..models.magenta import MULTIPLE, STYLE_SIZE, NormStats
 from ..queue import run_exclusive
 from .style import (CACHE_SIZE, DEFAULT_TILE, MAX_SIDE_LIMIT, MIN_TILE, VIDEO_MAX_FRAMES, Progress, StyleResult,
-                    VideoResult, _as_list, _image_hash, mask_array, match_color, normalise_weights)
+                    VideoResult, _as_list, _image_hash, mask_array, match_color, normalise_weights,
+                    plan_video)
 
 MODEL_NAME = "magenta"
 MIN_SIDE = 16
@@ -301,24 +302,9 @@ class MagentaStyleTransfer:
         the norm statistics across frames; colours are preserved relative to the first frame."""
         from .. import videoio
 
-        styles = _as_list(styles)
-        if not styles:
-            raise InputError("Give at least one style image.")
-        if video is None:
-            raise InputError("Give a video file (MP4, WebM, MOV, AVI, ...).")
-        if not 0.0 <= smooth < 1.0:
-            raise InputError("smooth must be in [0, 1).")
-        if not 0.0 <= float(alpha) <= 1.0:
-            raise InputError(f"alpha must be between 0 and 1; got {alpha}.")
-        norm_w = normalise_weights(weights, len(styles))
-        limit = min(int(max_side), MAX_SIDE_LIMIT) if max_side else MAX_SIDE_LIMIT
-        info = videoio.probe(video)
-        fps = float(info.fps)
-        total = info.frames or (int(info.seconds * fps) if info.seconds else 0)
-        if max_seconds and max_seconds > 0:
-            total = min(total or 10**9, max(1, int(max_seconds * fps + 1e-6)))
-        if max_frames and max_frames > 0:
-            total = min(total or 10**9, max_frames)
+        styles, norm_w, limit, info, fps, total = plan_video(
+            video, styles, weights=weights, alpha=alpha, smooth=smooth, max_side=max_side, max_frames=max_frames,
+            max_seconds=max_seconds)
         start = time.perf_counter()
         state, size, color_ref, color_key = MagentaStreamState(), None, None, None
         if progress:
