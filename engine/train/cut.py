@@ -22,7 +22,6 @@ Learning rate: constant for ``n_epochs`` epochs, then linear decay to zero over 
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import time
@@ -31,24 +30,15 @@ from typing import Any, Callable
 
 import torch
 
-from ..device import describe, select_device
+from ..device import describe
 from ..models.patchgan import PatchDiscriminator, PatchSampleMLP, init_weights
 from ..models.resnet_generator import CUTGenerator
 from . import checkpoint as ckpt_io
+from .base import TrainerBase
 from .config import RUN_CONTROL_FIELDS, TrainConfig
 from .losses import lsgan_loss, patch_nce
 
 Progress = Callable[[float, str], None] | None
-
-
-def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
-    if device.type != "cuda" or cfg.amp == "off":
-        return None
-    if cfg.amp == "fp16":
-        return torch.float16
-    if cfg.amp == "bf16":
-        return torch.bfloat16
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 def feature_channels(G: torch.nn.Module, layers: tuple[int, ...]) -> list[int]:
@@ -59,17 +49,14 @@ def feature_channels(G: torch.nn.Module, layers: tuple[int, ...]) -> list[int]:
     return [int(f.shape[1]) for f in feats]
 
 
-class CUTTrainer:
+class CUTTrainer(TrainerBase):
     """Networks, optimisers, schedulers and one training step of CUT or FastCUT.
 
     ``epoch_size`` is the number of iterations per epoch (the LR schedule is counted in epochs).
     """
 
     def __init__(self, cfg: TrainConfig, epoch_size: int, device: str | torch.device | None = None):
-        self.cfg = cfg
-        self.epoch_size = max(1, int(epoch_size))
-        self.device = select_device(device if device is not None else cfg.device)
-        self.amp_dtype = _amp_dtype(cfg, self.device)
+        super().__init__(cfg, epoch_size, device)
         self.nce_layers = list(cfg.nce_layers)
 
         torch.manual_seed(cfg.seed)
@@ -87,16 +74,11 @@ class CUTTrainer:
         self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=betas)
         self.opt_F = torch.optim.Adam(self.F.parameters(), lr=cfg.lr, betas=betas)
         self.optimizers = {"G": self.opt_G, "D": self.opt_D, "F": self.opt_F}
-        self.schedulers = {k: torch.optim.lr_scheduler.LambdaLR(o, self.lr_factor) for k, o in self.optimizers.items()}
-        use_scaler = self.amp_dtype == torch.float16
-        self.scaler_G = torch.amp.GradScaler("cuda", enabled=use_scaler)
-        self.scaler_D = torch.amp.GradScaler("cuda", enabled=use_scaler)
+        self._finish_setup()
         # the step's own randomness (patch positions, FastCUT's flip) has dedicated generators, saved in checkpoints,
         # so nothing else that draws random numbers (data loaders, user code) changes a run
         self.gen_patches = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
         self.gen_flip = torch.Generator().manual_seed(cfg.seed + 2)
-        self.step = 0
-        self.last: dict[str, torch.Tensor] = {}
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
             torch.backends.cuda.matmul.allow_tf32 = True
@@ -107,20 +89,6 @@ class CUTTrainer:
         """Official linear policy; ``completed_epochs`` is the scheduler's counter (1-based epoch − 1)."""
         epoch = completed_epochs + 1
         return 1.0 - max(0, epoch - self.cfg.n_epochs) / float(self.cfg.n_epochs_decay + 1)
-
-    @property
-    def lr(self) -> float:
-        return self.opt_G.param_groups[0]["lr"]
-
-    @property
-    def epoch(self) -> int:
-        """1-based epoch of the next iteration."""
-        return self.step // self.epoch_size + 1
-
-    def _autocast(self):
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
     # ---- one iteration --------------------------------------------------------------------------------------
     def nce_loss(self, feats_src: list[torch.Tensor], feats_out: list[torch.Tensor], n_x: int) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -243,15 +211,9 @@ class CUTTrainer:
     # ---- state ----------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {
-            "format": ckpt_io.FORMAT,
-            "config": self.cfg.to_dict(),
-            "epoch_size": self.epoch_size,
-            "step": self.step,
+            **self._common_state(),
             "G": self.G.state_dict(), "D": self.D.state_dict(), "F": self.F.state_dict(),
             "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(), "opt_F": self.opt_F.state_dict(),
-            "sched": {k: s.state_dict() for k, s in self.schedulers.items()},
-            "scaler_G": self.scaler_G.state_dict(), "scaler_D": self.scaler_D.state_dict(),
-            "rng": ckpt_io.rng_state(),
             "rng_patches": self.gen_patches.get_state(), "rng_flip": self.gen_flip.get_state(),
         }
 
@@ -262,17 +224,8 @@ class CUTTrainer:
         self.opt_G.load_state_dict(state["opt_G"])
         self.opt_D.load_state_dict(state["opt_D"])
         self.opt_F.load_state_dict(state["opt_F"])
-        for k, s in self.schedulers.items():
-            s.load_state_dict(state["sched"][k])
-        if state.get("scaler_G"):
-            self.scaler_G.load_state_dict(state["scaler_G"])
-        if state.get("scaler_D"):
-            self.scaler_D.load_state_dict(state["scaler_D"])
-        self.step = int(state["step"])
-        self.epoch_size = int(state.get("epoch_size", self.epoch_size))
+        self._load_common(state, restore_rng)
         if restore_rng:
-            if "rng" in state:
-                ckpt_io.set_rng_state(state["rng"])
             if "rng_flip" in state:
                 self.gen_flip.set_state(state["rng_flip"])
             if "rng_patches" in state:
@@ -280,20 +233,6 @@ class CUTTrainer:
                     self.gen_patches.set_state(state["rng_patches"])
                 except (RuntimeError, ValueError):   # resumed on another device type: new, reproducible stream
                     self.gen_patches.manual_seed(self.cfg.seed + 1 + self.step)
-
-    @classmethod
-    def from_checkpoint(cls, state: dict[str, Any], overrides: dict[str, Any] | None = None,
-                        device: str | torch.device | None = None) -> "CUTTrainer":
-        """Rebuild a trainer from a checkpoint dict; ``overrides`` may change run-control fields only."""
-        d = dict(state["config"])
-        for k, v in (overrides or {}).items():
-            if k not in RUN_CONTROL_FIELDS:
-                raise ValueError(f"{k} cannot change when resuming (it changes the model or the maths)")
-            if v is not None and v != "":
-                d[k] = v
-        trainer = cls(TrainConfig.from_dict(d), int(state["epoch_size"]), device)
-        trainer.load_state_dict(state)
-        return trainer
 
 
 # ---- sample grids -------------------------------------------------------------------------------------------

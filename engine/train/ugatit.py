@@ -3,8 +3,8 @@
 Paper: J. Kim, M. Kim, H. Kang, K. Lee, "U-GAT-IT: Unsupervised Generative Attentional Networks with Adaptive
 Layer-Instance Normalization for Image-to-Image Translation", ICLR 2020. Every detail below was read from the
 authors' PyTorch code (znxlwm/UGATIT-pytorch, MIT: ``UGATIT.py``, ``networks.py``, ``main.py``); the code is ours.
-It runs on the CUT trainer's infrastructure (engine/train: data, the training loop of ``cut.train``, checkpoints,
-progress, sample grids, export), selected with ``python -m engine.train ugatit``.
+It runs on the CUT trainer's infrastructure (engine/train: data, TrainerBase in base.py, the training loop of
+``cut.train``, checkpoints, progress, sample grids, export), selected with ``python -m engine.train ugatit``.
 
 Networks: ``genA2B``, ``genB2A`` (engine.models.ugatit.UGATITGenerator; ngf 64, 4 blocks, full or light), global
 discriminators ``disGA``, ``disGB`` (7 layers) and local ones ``disLA``, ``disLB`` (5 layers), all spectral-
@@ -33,7 +33,6 @@ uniformly; the official code shuffles two loaders independently), so a resumed r
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import itertools
 import json
@@ -44,24 +43,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..device import select_device
 from ..models.ugatit import CAMDiscriminator, UGATITGenerator, clip_rho, load_generator
 from . import checkpoint as ckpt_io
-from .config import RUN_CONTROL_FIELDS, TrainConfig
+from .base import TrainerBase
+from .config import TrainConfig
 from .losses import lsgan_loss
 
 GENERATORS = ("genA2B", "genB2A")
 DISCRIMINATORS = ("disGA", "disGB", "disLA", "disLB")
-
-
-def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
-    if device.type != "cuda" or cfg.amp == "off":
-        return None
-    if cfg.amp == "fp16":
-        return torch.float16
-    if cfg.amp == "bf16":
-        return torch.bfloat16
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
@@ -69,22 +58,20 @@ def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
 
 
-class UGATITTrainer:
+class UGATITTrainer(TrainerBase):
     """Networks, optimisers, schedule and one training step of U-GAT-IT (see the module docstring).
 
     ``epoch_size`` is the number of iterations per epoch (the schedule is given in epochs, applied per iteration).
     """
 
     export_name = "ugatit_params.pt"
+    checkpoint_format = ckpt_io.UGATIT_FORMAT
     resample = 2                      # PIL.Image.BILINEAR: torchvision's Resize default, as the official loader
 
     def __init__(self, cfg: TrainConfig, epoch_size: int, device: str | torch.device | None = None):
         if cfg.mode != "ugatit":
             raise ValueError(f"UGATITTrainer needs mode 'ugatit', got {cfg.mode!r}")
-        self.cfg = cfg
-        self.epoch_size = max(1, int(epoch_size))
-        self.device = select_device(device if device is not None else cfg.device)
-        self.amp_dtype = _amp_dtype(cfg, self.device)
+        super().__init__(cfg, epoch_size, device)
 
         torch.manual_seed(cfg.seed)
         gen = dict(ngf=cfg.ngf, n_blocks=cfg.n_blocks, img_size=cfg.crop_size, light=cfg.light)
@@ -101,12 +88,7 @@ class UGATITTrainer:
         self.D_optim = torch.optim.Adam(itertools.chain(*(getattr(self, n).parameters() for n in DISCRIMINATORS)),
                                         **adam)
         self.optimizers = {"G": self.G_optim, "D": self.D_optim}
-        self.schedulers = {k: torch.optim.lr_scheduler.LambdaLR(o, self.lr_factor) for k, o in self.optimizers.items()}
-        use_scaler = self.amp_dtype == torch.float16
-        self.scaler_G = torch.amp.GradScaler("cuda", enabled=use_scaler)
-        self.scaler_D = torch.amp.GradScaler("cuda", enabled=use_scaler)
-        self.step = 0
-        self.last: dict[str, torch.Tensor] = {}
+        self._finish_setup()
 
     # ---- schedule -----------------------------------------------------------------------------------------------
     def lr_factor(self, completed_steps: int) -> float:
@@ -117,22 +99,9 @@ class UGATITTrainer:
         return max(0.0, 1.0 - max(0, s - start) / length)
 
     @property
-    def lr(self) -> float:
-        return self.G_optim.param_groups[0]["lr"]
-
-    @property
-    def epoch(self) -> int:
-        return self.step // self.epoch_size + 1
-
-    @property
     def jitter_epochs(self) -> int:
         """The official U-GAT-IT loader keeps its resize-and-crop jitter for the whole run."""
         return 1 << 30
-
-    def _autocast(self):
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
     def generators(self):
         return [getattr(self, n) for n in GENERATORS]
@@ -234,13 +203,9 @@ class UGATITTrainer:
     # ---- state --------------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {
-            "format": ckpt_io.UGATIT_FORMAT, "config": self.cfg.to_dict(), "epoch_size": self.epoch_size,
-            "step": self.step,
+            **self._common_state(),
             **{n: getattr(self, n).state_dict() for n in GENERATORS + DISCRIMINATORS},
             "G_optim": self.G_optim.state_dict(), "D_optim": self.D_optim.state_dict(),
-            "sched": {k: s.state_dict() for k, s in self.schedulers.items()},
-            "scaler_G": self.scaler_G.state_dict(), "scaler_D": self.scaler_D.state_dict(),
-            "rng": ckpt_io.rng_state(),
         }
 
     def load_state_dict(self, state: dict[str, Any], restore_rng: bool = True) -> None:
@@ -248,29 +213,7 @@ class UGATITTrainer:
             getattr(self, n).load_state_dict(state[n], strict=True)
         self.G_optim.load_state_dict(state["G_optim"])
         self.D_optim.load_state_dict(state["D_optim"])
-        for k, s in self.schedulers.items():
-            s.load_state_dict(state["sched"][k])
-        if state.get("scaler_G"):
-            self.scaler_G.load_state_dict(state["scaler_G"])
-        if state.get("scaler_D"):
-            self.scaler_D.load_state_dict(state["scaler_D"])
-        self.step = int(state["step"])
-        self.epoch_size = int(state.get("epoch_size", self.epoch_size))
-        if restore_rng and "rng" in state:
-            ckpt_io.set_rng_state(state["rng"])
-
-    @classmethod
-    def from_checkpoint(cls, state: dict[str, Any], overrides: dict[str, Any] | None = None,
-                        device: str | torch.device | None = None) -> "UGATITTrainer":
-        d = dict(state["config"])
-        for k, v in (overrides or {}).items():
-            if k not in RUN_CONTROL_FIELDS:
-                raise ValueError(f"{k} cannot change when resuming (it changes the model or the maths)")
-            if v is not None and v != "":
-                d[k] = v
-        trainer = cls(TrainConfig.from_dict(d), int(state["epoch_size"]), device)
-        trainer.load_state_dict(state)
-        return trainer
+        self._load_common(state, restore_rng)
 
     # ---- export -------------------------------------------------------------------------------------------------
     def export(self, path: str | Path, fp16: bool, meta: dict[str, Any]) -> dict[str, Any]:
