@@ -19,7 +19,6 @@ to eager's output (0-255) so a fast-but-wrong variant shows. Default run on a 2-
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -28,26 +27,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from PIL import Image  # noqa: E402
 
 from engine import imageio  # noqa: E402
 from engine.device import autocast_dtype, describe, select_device  # noqa: E402
 from engine.models import adain as A  # noqa: E402
 from engine.pipelines import style as S  # noqa: E402
 
+from timing import noise_image as _image, sync as _sync, time_interleaved  # noqa: E402
+
 CPU_REPS = {256: 3, 512: 2, 1024: 1}
 GPU_REPS = 10
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _image(seed: int, size: int) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    small = (rng.random((size // 8, size // 8, 3)) * 255).astype(np.uint8)
-    return Image.fromarray(small).resize((size, size), Image.Resampling.BICUBIC)
 
 
 def make_variants(model, device, tiled: bool):
@@ -104,21 +93,11 @@ def main(argv=None) -> None:
     for size in args.sizes:
         content = _image(3 + size, size)
         reps = args.reps or (GPU_REPS if device.type == "cuda" else CPU_REPS.get(size, 1))
-        times = {name: [] for name in variants}
-        outputs = {}
-        for _ in range(reps):
-            for name, fn in variants.items():
-                _sync(device)
-                t0 = time.perf_counter()
-                out = fn(content, style)
-                _sync(device)
-                times[name].append(time.perf_counter() - t0)
-                outputs[name] = out
-        base = statistics.median(times["eager"])
+        med, outputs = time_interleaved(variants, (content, style), reps, device)
+        base = med["eager"]
         for name in variants:
-            med = statistics.median(times[name])
             diff = int(np.abs(outputs[name].astype(np.int16) - outputs["eager"].astype(np.int16)).max())
-            print(f"{size:>6} {name:<24} {med:>9.3f} {1 / med:>9.2f} {base / med:>9.2f} {diff:>10}")
+            print(f"{size:>6} {name:<24} {med[name]:>9.3f} {1 / med[name]:>9.2f} {base / med[name]:>9.2f} {diff:>10}")
     print(f"(timed part: {time.perf_counter() - start_all:.0f} s; ratios > 1 are faster than eager fp32. "
           "The cache saves the style's encoding, so its gain is largest for small contents.)")
 

@@ -30,7 +30,6 @@ load (load average 20+) every variant was 3-20x slower and the ratios were noisy
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -45,22 +44,14 @@ from engine.device import describe, select_device  # noqa: E402
 from engine.models import adain as A  # noqa: E402
 from engine.models import magenta as M  # noqa: E402
 
+from timing import noise_image, sync as _sync, time_interleaved  # noqa: E402
+
 CPU_REPS = {256: 3, 512: 2, 1024: 1}
 GPU_REPS = 10
 
 
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _image(seed: int, size: int) -> np.ndarray:
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    small = (rng.random((size // 8, size // 8, 3)) * 255).astype(np.uint8)
-    img = Image.fromarray(small).resize((size, size), Image.Resampling.BICUBIC)
-    return np.asarray(img, np.float32)[None] / 255.0          # (1, S, S, 3) in [0, 1]
+    return np.asarray(noise_image(seed, size), np.float32)[None] / 255.0          # (1, S, S, 3) in [0, 1]
 
 
 def _ort_sessions(files, strip: bool, threads: int):
@@ -133,16 +124,7 @@ def main(argv=None) -> None:
     for size in args.sizes:
         content = _image(3 + size, size)
         reps = args.reps or (GPU_REPS if device.type == "cuda" else CPU_REPS.get(size, 1))
-        times = {name: [] for name in variants}
-        outs = {}
-        for _ in range(reps):
-            for name, fn in variants.items():
-                _sync(device)
-                t0 = time.perf_counter()
-                outs[name] = fn(content)
-                _sync(device)
-                times[name].append(time.perf_counter() - t0)
-        med = {name: statistics.median(t) for name, t in times.items()}
+        med, outs = time_interleaved(variants, (content,), reps, device)
         for name in variants:
             d = "" if name == "adain" else f"{np.abs(outs[name] - outs['ort float']).max() * 255:.3f}"
             print(f"{size:>6} {name:<10} {med[name]:>9.3f} {med['ort int8'] / med[name]:>11.2f} {d:>20}")

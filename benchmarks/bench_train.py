@@ -24,11 +24,7 @@ import torch  # noqa: E402
 from engine.device import describe, select_device  # noqa: E402
 from engine.train.config import make_config  # noqa: E402
 from engine.train.cut import CUTTrainer  # noqa: E402
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from timing import sync as _sync  # noqa: E402
 
 
 def main(argv=None) -> int:

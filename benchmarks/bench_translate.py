@@ -35,16 +35,12 @@ from engine.device import autocast_dtype, describe, select_device  # noqa: E402
 from engine.models.mobile_resnet import MobileResnetGenerator  # noqa: E402
 from engine.models.resnet_generator import CUTGenerator, CycleGANGenerator  # noqa: E402
 from engine.pipelines import translate as T  # noqa: E402
+from timing import sync as _sync  # noqa: E402
 
 FAMILIES = {"mobile": MobileResnetGenerator, "cyclegan": CycleGANGenerator, "cut": CUTGenerator}
 # reps per (family, size) on CPU: the big generators take seconds per 512² image on two cores
 CPU_REPS = {("mobile", 256): 8, ("mobile", 512): 3, ("cyclegan", 256): 2, ("cyclegan", 512): 1,
             ("cut", 256): 2, ("cut", 512): 1}
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _half_dtype(device):
