@@ -1,7 +1,8 @@
 """Loopback helpers for the fairness tests and benchmarks: launch the app in-process and drive a webcam stream the
 way the browser does (join the stream event once, then post each new frame to ``/gradio_api/stream/{event_id}``).
 
-Nothing here is a test; ``tests/test_fairness.py`` and ``benchmarks/bench_fairness.py`` use it.
+Nothing here is a test; the fairness, robustness, corpus and scale-out tests and ``benchmarks/bench_fairness.py``
+use it.
 """
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import json
 import os
 import socket
 import threading
-import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,30 +27,38 @@ def free_port() -> int:
 
 
 @contextmanager
-def live_app(env: dict | None = None):
-    """The whole app on a free loopback port (random weights, CPU); yields (url, demo)."""
+def env_settings(settings: dict):
+    """Set environment variables (and drop the model cache) for the block; restore both after it."""
     from engine import registry
 
-    settings = {**ENV, **(env or {})}
     saved = {k: os.environ.get(k) for k in settings}
     os.environ.update(settings)
     registry.clear_cache()
-    import app
-
-    demo = app.build_app()
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                **app.launch_kwargs())
     try:
-        yield f"http://127.0.0.1:{port}", demo
+        yield
     finally:
-        demo.close()
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
         registry.clear_cache()
+
+
+@contextmanager
+def live_app(env: dict | None = None):
+    """The whole app on a free loopback port (random weights, CPU, plus ``env``); yields (url, demo)."""
+    with env_settings({**ENV, **(env or {})}):
+        import app
+
+        demo = app.build_app()
+        port = free_port()
+        demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                    **app.launch_kwargs())
+        try:
+            yield f"http://127.0.0.1:{port}", demo
+        finally:
+            demo.close()
 
 
 def fn_index(demo, api_name: str) -> int:

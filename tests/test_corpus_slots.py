@@ -8,9 +8,7 @@ Also: a job that crashes in native code (the optical-flow worker dies) fails alo
 from __future__ import annotations
 
 import logging
-import os
 import re
-import socket
 import sys
 import time
 import urllib.request
@@ -25,6 +23,7 @@ from gradio_client import handle_file  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from corpus import HOSTILE_IMAGES, HOSTILE_VIDEOS, make_hostile_corpus  # noqa: E402
+from loopback import live_app  # noqa: E402
 
 ENV = {"ENGINE_RANDOM_WEIGHTS": "1", "ENGINE_OFFLINE": "1", "ENGINE_DEVICE": "cpu", "GRADIO_ANALYTICS_ENABLED": "False",
        "ENGINE_ISOLATE_NATIVE": "1"}
@@ -34,29 +33,8 @@ ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])/(?:tmp|work|home|root|usr|etc|var|priv
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from engine import registry
-
-    saved = {k: os.environ.get(k) for k in ENV}
-    os.environ.update(ENV)
-    registry.clear_cache()
-    import app
-
-    demo = app.build_app()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **app.launch_kwargs())
-    url = f"http://127.0.0.1:{port}"
-    try:
+    with live_app(ENV) as (url, _demo):
         yield url, gradio_client.Client(url + "/", verbose=False)
-    finally:
-        demo.close()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        registry.clear_cache()
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import statistics
 import sys
 import threading
@@ -27,6 +26,7 @@ from gradio_client import handle_file  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from corpus import EXPECT_ERROR, make_corpus  # noqa: E402
+from loopback import live_app  # noqa: E402
 
 UPLOAD_LIMIT_MB = 2
 ENV = {"ENGINE_RANDOM_WEIGHTS": "1", "ENGINE_OFFLINE": "1", "ENGINE_DEVICE": "cpu",
@@ -34,36 +34,10 @@ ENV = {"ENGINE_RANDOM_WEIGHTS": "1", "ENGINE_OFFLINE": "1", "ENGINE_DEVICE": "cp
 MODEL = "gancompression-horse2zebra"
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def live():
-    from engine import registry
-
-    saved = {k: os.environ.get(k) for k in ENV}
-    os.environ.update(ENV)
-    registry.clear_cache()
-    import app
-
-    demo = app.build_app()
-    port = _port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                **app.launch_kwargs())
-    url = f"http://127.0.0.1:{port}"
-    try:
+    with live_app(ENV) as (url, demo):
         yield SimpleNamespace(url=url, demo=demo, client=gradio_client.Client(url + "/", verbose=False))
-    finally:
-        demo.close()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        registry.clear_cache()
 
 
 @pytest.fixture(scope="module")

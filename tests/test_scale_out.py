@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parent))
+from loopback import env_settings  # noqa: E402
 
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.serve")
@@ -38,29 +42,20 @@ def _rgb(h: int, w: int, seed: int) -> np.ndarray:
 def cluster():
     from ray import serve
 
-    from engine import registry
     from engine.client import RayClient
     from engine.serve import ServeConfig, start
 
-    saved = {k: os.environ.get(k) for k in ENV}
-    os.environ.update(ENV)
-    registry.clear_cache()
-    ray.init(num_cpus=2, object_store_memory=200 * 1024 * 1024, include_dashboard=False, log_to_driver=False)
-    try:
-        start(ServeConfig(replicas={"style": 1, "translate": 2, "correspondence": 1}, num_cpus=0.25,
-                          max_batch_size=4))
-        yield RayClient(timeout_s=180)
-    finally:
+    with env_settings(ENV):
+        ray.init(num_cpus=2, object_store_memory=200 * 1024 * 1024, include_dashboard=False, log_to_driver=False)
         try:
-            serve.shutdown()
+            start(ServeConfig(replicas={"style": 1, "translate": 2, "correspondence": 1}, num_cpus=0.25,
+                              max_batch_size=4))
+            yield RayClient(timeout_s=180)
         finally:
-            ray.shutdown()
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-            registry.clear_cache()
+            try:
+                serve.shutdown()
+            finally:
+                ray.shutdown()
 
 
 def test_the_same_requests_give_identical_outputs_locally_and_on_serve(cluster):
