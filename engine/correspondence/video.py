@@ -174,6 +174,24 @@ def semantic_anchor(frame: np.ndarray, reference: np.ndarray, model: str = "simi
     return (_affine(a2) @ _affine(a1))[:2], share2
 
 
+def plausible(a: Optional[np.ndarray], frame_shape: tuple[int, int], reference_shape: tuple[int, int],
+              box: Optional[tuple[float, float, float, float]] = None) -> bool:
+    """Whether a frame -> reference map ``a`` puts the reference's framing in the frame at a believable size: the
+    reference brought into the frame covers at most 4 frames, and at least 60 % of ``box`` (x0, y0, x1, y1 in
+    reference pixels, e.g. the edit's box; default the whole reference) lands inside the frame."""
+    if a is None or abs(np.linalg.det(a[:, :2])) < 1e-9:
+        return False
+    h, w = frame_shape
+    hr, wr = reference_shape
+    inv = cv2.invertAffineTransform(a)
+    area = abs(np.linalg.det(inv[:, :2])) * hr * wr
+    x0, y0, x1, y1 = box if box is not None else (0, 0, wr, hr)
+    gx, gy = np.meshgrid(np.linspace(x0, x1, 9), np.linspace(y0, y1, 9))
+    pts = _apply(inv, np.stack([gx.ravel(), gy.ravel()], -1))
+    inside = ((pts[:, 0] >= 0) & (pts[:, 0] < w) & (pts[:, 1] >= 0) & (pts[:, 1] < h)).mean()
+    return bool(area <= 4.0 * h * w and inside >= 0.6)
+
+
 WIDE_SCALES = (0.25, 0.32, 0.4, 0.5, 0.63, 0.79, 1.0, 1.26)
 
 
@@ -241,6 +259,7 @@ class StreamEditPropagator(StreamPropagator):
         self.frame_shape: Optional[tuple[int, int]] = None
         self.since_anchor = 0
         self._pending = None    # (thread, result box, key gray) while a background first-frame match runs
+        self.unplaced = False   # the first-frame match found no believable placement: nothing is drawn
 
     # -- the first frame ----------------------------------------------------------------------------------------
     def _flow_anchor(self, gray: np.ndarray) -> tuple[np.ndarray, float]:
@@ -307,6 +326,13 @@ class StreamEditPropagator(StreamPropagator):
         hr, wr = self.ref_gray.shape
         try:
             a, _ = semantic_anchor(frame, self.reference, self.opt.motion)
+            if not plausible(a, frame.shape[:2], self.reference.shape[:2],
+                             tuple(v / self.ref_scale for v in self._ref_box)):
+                # the reference's framing does not fit the frame (a face far smaller than the matcher's scales, or
+                # none): that fit to background would stretch the edit over the whole frame, and the same
+                # normalised position lands off the face; draw nothing rather than a misplaced edit
+                self.stats["implausible_anchor"] = True
+                self.unplaced = True
         except Exception as exc:  # noqa: BLE001 - reported through box / raised by the caller
             box["error"] = exc
             if not self.opt.anchor_in_background:
@@ -462,7 +488,8 @@ class StreamEditPropagator(StreamPropagator):
             return np.full((h, w, 2), -1e4, np.float32), np.zeros((h, w), np.float32)
         hp, wp = self.map.shape[:2]
         lo = self.opt.min_confidence
-        weight = np.full((h, w), np.clip((self.confidence - lo) / max(1e-6, 1 - lo), 0, 1), np.float32)
+        drawn = 0.0 if self.unplaced else np.clip((self.confidence - lo) / max(1e-6, 1 - lo), 0, 1)
+        weight = np.full((h, w), drawn, np.float32)
         if self.m0_affine is not None:     # exact at full resolution: frame px -> proc px -> reference px
             s_in = np.diag([wp / w, hp / h, 1.0])
             s_out = np.diag([1 / self.ref_scale, 1 / self.ref_scale, 1.0])
@@ -513,4 +540,4 @@ class StreamEditPropagator(StreamPropagator):
 SAME_SCENE_SCORE = 0.6   # flow-anchor score above which the reference is taken to be a frame of the same scene
 REGION_GROW = 0.15       # the key region: the edit's bounding box grown by this share of its size on each side
 
-__all__ = ["OpticalFlow", "StreamEditPropagator", "StreamOptions", "semantic_anchor"]
+__all__ = ["OpticalFlow", "StreamEditPropagator", "StreamOptions", "plausible", "semantic_anchor"]
