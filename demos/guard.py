@@ -8,14 +8,20 @@ instead of per handler:
 * every input component's ``preprocess`` is guarded too, and image and video slots hand the uploaded file to the
   engine's validation (``imageio.check_image``, ``videoio.check_video``) *before* Gradio decodes it, so a corrupt
   or hostile file gets the engine's clear message instead of Gradio's own "Error";
-* image outputs are fitted to their encoding format's limits (WebP: 16383 px per side) before Gradio encodes them.
+* image outputs are fitted to their encoding format's limits (WebP: 16383 px per side) before Gradio encodes them;
+* a failed event leaves no bare red "Error" on its outputs: Gradio marks every output of a failed event with an
+  "Error" status that stays after the toast fades, so each event gets a ``.failure`` follow-up that clears its
+  result outputs and writes the message into its status text (:func:`explain_failures`).
 
 ``unguarded(demo)`` lists whatever escaped (the tests assert it is empty).
 """
 from __future__ import annotations
 
 import base64
+import inspect
 import logging
+import threading
+from collections import OrderedDict
 
 import gradio as gr
 import numpy as np
@@ -196,6 +202,130 @@ def _guarded_class(base: type) -> type:
     return cls
 
 
+# ---- failed events: the message next to the outputs, not a bare "Error" ------------------------------------------
+
+# Outputs a failure follow-up clears (results of the failed run) and the ones that take the message (status text).
+_RESULTS = (gr.Image, gr.ImageSlider, gr.Gallery, gr.Video, gr.Audio, gr.File, gr.JSON, gr.Dataframe, gr.LinePlot,
+            gr.ScatterPlot, gr.BarPlot, gr.Plot, gr.AnnotatedImage, gr.Model3D, gr.HighlightedText, gr.Label)
+_TEXTS = (gr.Markdown, gr.Textbox, gr.HTML)
+_EXPLAINER = "__gan_studio_explains__"
+GENERIC_FAILURE = "The last run failed (its message was shown at the top right)."
+
+
+class _LastFailures:
+    """The last error message per (browser session, event), for the event's failure follow-up to show; bounded
+    (an API client's failed calls have no follow-up that would take them)."""
+
+    def __init__(self, limit: int = 512):
+        self._items: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+        self._limit = limit
+
+    def put(self, session: str | None, fn_id: int, message: str) -> None:
+        with self._lock:
+            self._items[(session, fn_id)] = message
+            self._items.move_to_end((session, fn_id))
+            while len(self._items) > self._limit:
+                self._items.popitem(last=False)
+
+    def pop(self, session: str | None, fn_id: int) -> str | None:
+        with self._lock:
+            return self._items.pop((session, fn_id), None)
+
+
+def _record_failures(demo: gr.Blocks, store: _LastFailures) -> None:
+    """Wrap ``demo.process_api`` (preprocess, handler and postprocess of every event) so that the message of a
+    failed event is kept for its session."""
+    original = demo.process_api
+    if getattr(original, _EXPLAINER, False):
+        return
+    signature = inspect.signature(original)
+
+    async def process_api(*args, **kwargs):
+        try:
+            return await original(*args, **kwargs)
+        except Exception as exc:
+            try:
+                bound = signature.bind_partial(*args, **kwargs).arguments
+                block_fn = bound.get("block_fn")
+                fn_id = block_fn if isinstance(block_fn, int) else getattr(block_fn, "_id", None)
+                message = sanitise(exc.message) if isinstance(exc, gr.Error) else GENERIC_FAILURE
+                store.put(bound.get("session_hash"), fn_id, message)
+            except Exception:  # noqa: BLE001 - keeping the message must never hide the failure itself
+                log.exception("could not keep the message of a failed event")
+            raise
+
+    setattr(process_api, _EXPLAINER, True)
+    demo.process_api = process_api
+
+
+def _outputs_plan(demo: gr.Blocks, block_fn) -> list[tuple[object, str]]:
+    """(component, "message" | "clear" | "keep") for each visible output of ``block_fn``: status texts take the
+    message (the first on the page; others are emptied), result views are cleared, and what the user edits (an
+    input of some event that is interactive), the component whose own event failed (e.g. the image clicked) and
+    any other kind of component keep their value (their red status goes all the same)."""
+    inputs = {id(c) for fn in demo.fns.values() for c in fn.inputs}
+    triggers = {target_id for target_id, _ in block_fn.targets}
+    plan = []
+    for comp in sorted(block_fn.outputs, key=lambda c: c._id):
+        if isinstance(comp, gr.State) or not isinstance(comp, gr.components.Component):
+            continue
+        edited = comp._id in triggers or (id(comp) in inputs and getattr(comp, "interactive", None) is not False)
+        if isinstance(comp, _TEXTS) and not edited:
+            plan.append((comp, "message"))
+        elif isinstance(comp, _RESULTS) and not edited:
+            plan.append((comp, "clear"))
+        else:
+            plan.append((comp, "keep"))
+    return plan
+
+
+def _explainer(store: _LastFailures, fn_id: int, plan: list[tuple[object, str]]):
+    def explain_failure(request: gr.Request):
+        message = store.pop(getattr(request, "session_hash", None), fn_id) or GENERIC_FAILURE
+        values, told = [], False
+        for comp, what in plan:
+            if what == "message" and not told:
+                values.append(("⚠️ " if isinstance(comp, gr.Markdown) else "") + message)
+                told = True
+            else:
+                values.append("" if what == "message" else None if what == "clear" else gr.skip())
+        return values[0] if len(values) == 1 else tuple(values)
+
+    setattr(explain_failure, _EXPLAINER, True)
+    return explain_failure
+
+
+def explain_failures(demo: gr.Blocks) -> None:
+    """Give every event with visible outputs a ``.failure`` follow-up (idempotent).
+
+    Gradio marks each output of a failed event with a red "Error" status that outlives the toast. The follow-up,
+    which runs only when the event failed, is an event on the same outputs, so their status becomes "complete"
+    again (the pill goes); it clears the result views (no stale result beside an error) and writes the message
+    into the first status text of the outputs (others are emptied)."""
+    store = demo.__dict__.setdefault("_gan_studio_failures", _LastFailures())
+    _record_failures(demo, store)
+    from gradio.events import EventListenerMethod
+
+    explained = demo.__dict__.setdefault("_gan_studio_explained", set())
+    todo = []
+    for fn_id, block_fn in list(demo.fns.items()):
+        if block_fn.fn is None or getattr(block_fn.fn, _EXPLAINER, False) or fn_id in explained:
+            continue
+        explained.add(fn_id)
+        plan = _outputs_plan(demo, block_fn)
+        if plan:
+            todo.append((fn_id, plan))
+    with demo:
+        for fn_id, plan in todo:
+            block, _ = demo.default_config.set_event_trigger(
+                [EventListenerMethod(None, "failure")], guarded(_explainer(store, fn_id, plan)), None,
+                [comp for comp, _ in plan], trigger_after=fn_id, trigger_only_on_failure=True, queue=False,
+                show_progress="minimal", api_visibility="private")
+            setattr(block.fn, _EXPLAINER, True)
+            explained.add(block._id)
+
+
 # ---- the app -----------------------------------------------------------------------------------------------------
 
 def guard_app(demo: gr.Blocks) -> gr.Blocks:
@@ -207,6 +337,7 @@ def guard_app(demo: gr.Blocks) -> gr.Blocks:
     for block in demo.blocks.values():
         if isinstance(block, gr.components.Component) and not getattr(block, _MARK, False):
             block.__class__ = _guarded_class(type(block))
+    explain_failures(demo)
     return demo
 
 

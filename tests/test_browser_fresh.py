@@ -261,3 +261,46 @@ def test_bare_offline_start_offers_only_what_works(page, bare_app, shots, pictur
     pg.locator(".toast-body").first.wait_for(state="detached", timeout=10_000)
     log = bare_app.log_path.read_text()
     assert "ERROR gan-studio: handler" not in log and "failed to build" not in log, log[-3000:]
+
+
+# (top-level tab, sub-tab or None, button, text shown when no toast is) of runs that fail (nothing uploaded) or
+# cannot run (no model) on a bare start. The GANgealing panel and the webcam streams are not on a bare page:
+# test_guard checks that their events get the same follow-up.
+FAILING_RUNS = [
+    ("Style transfer", "Image", "Stylise", None),
+    ("Style transfer", "Video", "Stylise video", None),
+    ("Horse → Zebra", "One image", "Translate", "No translation model can run"),
+    ("Horse → Zebra", "Several images", "Translate all", "No translation model can run"),
+    ("Correspondence", None, "Match", None),
+    ("Propagation", "Images", "Propagate to the images", None),
+    ("Propagation", "Video", "Propagate through the video", None),
+]
+# the red "Error" that Gradio's status tracker puts on each output of a failed event
+PILLS = "() => [...document.querySelectorAll('span.error')].filter(e => e.offsetParent).length"
+
+
+def test_a_failed_run_leaves_its_message_not_a_bare_error_pill(page, shots):
+    """Run with nothing uploaded in every tab: once the toast is gone (closed here, as when it fades), no output
+    shows a red "Error"; the tab shows the message beside the outputs, whole and short."""
+    pg = page
+    pg.reload(wait_until="load")
+    for tab, sub, button, expected in FAILING_RUNS:
+        pg.get_by_role("tab", name=tab).click()
+        if sub:
+            _panel(pg).get_by_role("tab", name=sub, exact=True).click()
+        pg.get_by_role("button", name=button, exact=True).click()
+        _idle(pg)
+        toasts = _errors(pg)
+        _close_toasts(pg)
+        try:  # the follow-up that clears them runs right after the failure
+            pg.wait_for_function(f"() => ({PILLS})() === 0", timeout=5_000)
+        except sync_api.TimeoutError:
+            pass
+        name = f"{tab} / {button}"
+        pg.screenshot(path=str(shots / f"failed-{tab[:5]}-{button[:14]}.png".replace(" ", "_")), full_page=True)
+        assert pg.evaluate(f"({PILLS})()") == 0, f"{name}: outputs show a bare 'Error' (the toast said {toasts})"
+        text = toasts[0][:60] if toasts else expected
+        assert text, f"{name}: neither a toast nor a message"
+        shown = _panel(pg).locator(".prose:visible").filter(has_text=text)
+        assert shown.count(), f"{name}: {text!r} is not shown beside the outputs"
+        _check_message(shown.first.inner_text())

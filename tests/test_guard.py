@@ -123,3 +123,61 @@ def test_image_outputs_are_fitted_to_webp_limits():
         assert img.format == "WEBP" and img.size == (16383, 6)
     with Image.open(png.postprocess(wide).path) as img:
         assert img.size == (20000, 8)
+
+
+def _explainers(demo) -> dict[int, object]:
+    """trigger_after (the event) -> its failure follow-up."""
+    return {f.trigger_after: f for f in demo.fns.values()
+            if f.trigger_only_on_failure and getattr(f.fn, "__gan_studio_explains__", False)}
+
+
+def test_every_event_with_visible_outputs_gets_a_failure_follow_up(app_demo):
+    """All tabs, their sub-tabs, the webcam streams and the GANgealing panel (random weights: all offered): a failed
+    event's outputs do not keep Gradio's red "Error" status (see test_browser_fresh for the browser's view)."""
+    explainers = _explainers(app_demo)
+    events = {fid: f for fid, f in app_demo.fns.items() if f.fn is not None and fid not in
+              {e._id for e in explainers.values()}}
+    visible = {fid: f for fid, f in events.items() if any(not isinstance(c, gr.State) for c in f.outputs)}
+    names = {f.name for f in visible.values()}
+    assert {"stylize_image", "stylize_video", "stream_frame", "translate_one", "translate_clip", "match_images",
+            "congeal", "propagate_images", "propagate_video", "webcam_frame"} <= names, names
+    missing = [f.name for fid, f in visible.items() if fid not in explainers]
+    assert missing == []
+    for fid, explainer in explainers.items():
+        assert explainer.show_progress != "hidden" and not explainer.queue  # a status update, at once
+        assert {c._id for c in explainer.outputs} <= {c._id for c in app_demo.fns[fid].outputs}
+
+
+def test_a_failed_event_clears_its_results_and_shows_its_message():
+    import asyncio
+    from types import SimpleNamespace
+
+    from gradio.state_holder import SessionState
+
+    from engine.errors import InputError
+
+    with gr.Blocks() as demo:
+        inp = gr.Image(type="numpy", label="Input")
+        out = gr.Image(label="Result", interactive=False)
+        status = gr.Markdown()
+        counter = gr.State(0)
+        button = gr.Button("Run")
+
+        def run(image, n):
+            raise InputError("Upload an image at /srv/app/uploads/x.png first.")
+
+        button.click(run, [inp, counter], [out, status, counter, inp])
+    guard_app(demo)
+    guard_app(demo)  # idempotent: one follow-up per event
+    (event_id, explainer), = _explainers(demo).items()
+    # the message goes to the status text, the result is cleared; the input the user edits keeps its value (its
+    # status is reset all the same) and the State is left alone
+    assert [c._id for c in explainer.outputs] == [inp._id, out._id, status._id]
+    with pytest.raises(gr.Error):
+        asyncio.run(demo.process_api(block_fn=demo.fns[event_id], inputs=[None, 0], state=SessionState(demo),
+                                     session_hash="s1"))
+    kept, cleared, told = explainer.fn(SimpleNamespace(session_hash="s1"))
+    assert isinstance(kept, dict) and kept.get("__type__") == "update" and len(kept) == 1  # gr.skip()
+    assert cleared is None and told == "⚠️ Upload an image at x.png first."
+    # another session has no message of its own: a generic one, never a blank
+    assert explainer.fn(SimpleNamespace(session_hash="s2"))[2].startswith("⚠️ The last run failed")
