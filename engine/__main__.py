@@ -28,7 +28,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = [(s.name, s.task, registry.model_status(s.name)) for s in registry.list_models(args.task)]
     width = max(len(r[0]) for r in rows)
     for name, task, st in rows:
-        print(f"{name:<{width}}  {task:<9}  {st.state:<12}  {st.message}")
+        files = registry.file_statuses(name) if st.state != "random" else []
+        several = sum(f.state != "ready" for _, f in files) > 1  # st.message gives only the first file's steps
+        print(f"{name:<{width}}  {task:<9}  {st.state:<12}  {f'{len(files)} files:' if several else st.message}")
+        for role, f in files if several else []:
+            print(f"{'':<{width}}  {'':<9}  {f.state:<12}  {role}: {f.message}")
     ready = sum(st.state in ("ready", "unverified", "random") for _, _, st in rows)
     print(f"\n{ready}/{len(rows)} models have their weights on this machine.")
     return 0

