@@ -137,7 +137,14 @@ def launch_kwargs() -> dict:
     launch the app in-process."""
     limit_mb = float(os.environ.get("ENGINE_MAX_UPLOAD_MB", MAX_UPLOAD_MB))
     return {"allowed_paths": allowed_paths(), "max_file_size": int(limit_mb * 1024 * 1024), "show_error": True,
-            "js": CLOSE_TOASTS_ON_TAB_CHANGE}
+            "js": page_script()}
+
+
+def page_script() -> str:
+    """The page's script: toasts closed on a tab change, and clicks that follow an example wait for it."""
+    from demos.guard import EXAMPLES_FIRST_JS
+
+    return f"() => {{ ({CLOSE_TOASTS_ON_TAB_CHANGE})(); ({EXAMPLES_FIRST_JS})(); }}"
 
 
 def main(argv=None) -> None:

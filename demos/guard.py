@@ -326,6 +326,57 @@ def explain_failures(demo: gr.Blocks) -> None:
             explained.add(block._id)
 
 
+# ---- examples: a click that follows an example waits until the example is in place -------------------------------
+
+# Gradio loads a clicked example with a request to the server (``load_example``, no progress shown) and only then
+# sets the input components. A Run click (or any button) in that window sends the inputs as they were — no image —
+# and the handler says "upload an image first" while the example then appears. This page script holds such a click
+# from the click on the example until its request has answered (and the components had a moment to take the
+# values; at most 15 s), then replays it. Example requests are recognised by their event: a click on a dataset.
+EXAMPLES_FIRST_JS = """() => {
+  const config = window.gradio_config || {};
+  const datasets = new Set((config.components || []).filter((c) => c.type === "dataset").map((c) => c.id));
+  const loaders = new Set((config.dependencies || []).filter((d) => (d.targets || []).some(
+    ([id, event]) => datasets.has(id) && (event === "click" || event === "select"))).map((d) => d.id));
+  const loading = [];  // one token per example click whose request has not answered yet
+  const held = [];
+  const replayed = new WeakSet();
+  const release = (token) => {
+    const i = loading.indexOf(token === undefined ? loading[0] : token);
+    if (i >= 0) loading.splice(i, 1);
+    if (loading.length === 0) held.splice(0).forEach((button) => { replayed.add(button); button.click(); });
+  };
+  document.addEventListener("click", (event) => {
+    const target = event.target.closest ? event.target : event.target.parentElement;
+    if (!target) return;
+    if (target.closest("button.gallery-item, tr.tr-body")) {  // an example (a dataset's item): loading until answered
+      if (loaders.size) { const token = {}; loading.push(token); setTimeout(() => release(token), 15000); }
+      return;
+    }
+    const button = target.closest("button");
+    if (!button || replayed.delete(button) || loading.length === 0 || button.getAttribute("role") === "tab") return;
+    event.preventDefault();
+    event.stopImmediatePropagation();
+    if (!held.includes(button)) held.push(button);
+  }, true);
+  const fetchBefore = window.fetch;
+  window.fetch = async function (input, init) {
+    let loader = false;
+    try {
+      const url = String((input && input.url) || input);
+      loader = /run\\/predict|queue\\/join/.test(url) && typeof init.body === "string"
+        && loaders.has(JSON.parse(init.body).fn_index);
+    } catch (error) { loader = false; }
+    if (!loader) return fetchBefore.apply(this, arguments);
+    try {
+      return await fetchBefore.apply(this, arguments);
+    } finally {
+      setTimeout(() => release(), 250);
+    }
+  };
+}"""
+
+
 # ---- the app -----------------------------------------------------------------------------------------------------
 
 def guard_app(demo: gr.Blocks) -> gr.Blocks:

@@ -1,6 +1,7 @@
 """Shared fixtures: where the real data / weights are (skip cleanly when absent), and test-wide settings."""
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -73,20 +74,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def running_app(tmp_path_factory):
-    """The app launched on loopback with random weights (tiny smoke-test mode); yields its URL."""
+@contextlib.contextmanager
+def _launched(args: list[str], env: dict, log: Path):
+    """``python app.py ARGS --host 127.0.0.1 --port FREE`` with ``env``, until it answers; yields the process with
+    ``url``, ``log_path`` and ``cold_start_s``; fails the test (with the log's tail) when it exits or hangs."""
     import subprocess
     import sys
     import time
     import urllib.request
 
     port = _free_port()
-    log = tmp_path_factory.mktemp("app") / "app.log"
-    env = {**os.environ, "ENGINE_RANDOM_WEIGHTS": "1", "ENGINE_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
-           "ENGINE_DEVICE": "cpu"}
     with open(log, "w") as fh:
-        proc = subprocess.Popen([sys.executable, "app.py", "--host", "127.0.0.1", "--port", str(port)],
+        proc = subprocess.Popen([sys.executable, "app.py", *args, "--host", "127.0.0.1", "--port", str(port)],
                                 cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     started = time.monotonic()
@@ -113,3 +112,20 @@ def running_app(tmp_path_factory):
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture(scope="session")
+def launch_app():
+    """``with launch_app(args, env, log) as proc:`` the app in its own process on a free loopback port (see
+    :func:`_launched`); for tests that need a start other than :func:`running_app`'s."""
+    return _launched
+
+
+@pytest.fixture(scope="session")
+def running_app(tmp_path_factory):
+    """The app launched on loopback with random weights (tiny smoke-test mode); yields its process (``url``)."""
+    log = tmp_path_factory.mktemp("app") / "app.log"
+    env = {**os.environ, "ENGINE_RANDOM_WEIGHTS": "1", "ENGINE_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
+           "ENGINE_DEVICE": "cpu"}
+    with _launched([], env, log) as proc:
+        yield proc
