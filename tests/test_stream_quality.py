@@ -160,3 +160,29 @@ def test_tiny_face_gets_no_stretched_sticker(shared_data):
         drawn = inner.edit_alpha(f.shape[:2])
         assert drawn.mean() < 0.02, drawn.mean()          # the stretched band covered a large part of the frame
         assert np.abs(out.astype(int) - f.astype(int)).max() <= 1
+
+
+@pytest.mark.slow
+def test_average_face_reference_finds_a_portrait_clip(shared_data):
+    """d13 (a portrait-format clip) with GANgealing's average face as the reference: the first match against the
+    tightly framed average put its framing over ~60 frames' area (nothing usable drawn, coverage 0); retried with
+    the reference padded, the two stickers land on the cheeks and stay whole."""
+    from demos.propagation import asset_sticker
+
+    assets = shared_data / "gangealing-assets" / "assets"
+    avg, obj = assets / "averages" / "celeba.png", assets / "objects" / "celeba" / "celeba_pokemon.png"
+    if not (avg.exists() and obj.exists()):
+        pytest.skip("gangealing-assets not in the data folder")
+    frames = _clip(shared_data, "d13.mp4", 12)
+    reference = imageio.as_numpy_rgb(imageio.load_image(str(avg)))
+    edit = _edit(reference, asset_sticker(str(obj)))
+    stream = get_backend("classic").stream(edit, reference=reference, opacity=1.0)
+    res, _ = run_clip(stream, frames, edit[..., 3].astype(np.float32) / 255)
+    assert res["coverage"] >= 0.95, res
+    assert res["whole"] >= 0.95, res
+    inner = getattr(stream, "inner", stream)
+    drawn = inner.edit_alpha(frames[-1].shape[:2])
+    ys, xs = np.nonzero(drawn > 0.3)
+    h, w = drawn.shape
+    assert 0.3 * h < ys.mean() < 0.6 * h and 0.3 * w < xs.mean() < 0.7 * w   # the cheeks, both sides
+    assert xs.min() < 0.45 * w < 0.55 * w < xs.max()

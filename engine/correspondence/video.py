@@ -192,6 +192,24 @@ def plausible(a: Optional[np.ndarray], frame_shape: tuple[int, int], reference_s
     return bool(area <= 4.0 * h * w and inside >= 0.6)
 
 
+PAD_RETRY = 0.5          # the implausible first match is retried with the reference padded by this share a side
+
+
+def padded_anchor(frame: np.ndarray, reference: np.ndarray, model: str = "similarity",
+                  pad: float = PAD_RETRY) -> Optional[np.ndarray]:
+    """``semantic_anchor`` against the reference padded by ``pad`` of its size on each side (mid grey); the map is
+    returned in the unpadded reference's pixels (frame px -> reference px), or None."""
+    hr, wr = reference.shape[:2]
+    py, px = int(round(pad * hr)), int(round(pad * wr))
+    big = cv2.copyMakeBorder(reference, py, py, px, px, cv2.BORDER_CONSTANT, value=(128, 128, 128))
+    a, _ = semantic_anchor(frame, big, model)
+    if a is None:
+        return None
+    a = a.copy()
+    a[:, 2] -= (px, py)
+    return a
+
+
 WIDE_SCALES = (0.25, 0.32, 0.4, 0.5, 0.63, 0.79, 1.0, 1.26)
 
 
@@ -325,9 +343,14 @@ class StreamEditPropagator(StreamPropagator):
         hp, wp = round(frame.shape[0] * fs), round(frame.shape[1] * fs)
         hr, wr = self.ref_gray.shape
         try:
+            box_ref = tuple(v / self.ref_scale for v in self._ref_box)
             a, _ = semantic_anchor(frame, self.reference, self.opt.motion)
-            if not plausible(a, frame.shape[:2], self.reference.shape[:2],
-                             tuple(v / self.ref_scale for v in self._ref_box)):
+            if not plausible(a, frame.shape[:2], self.reference.shape[:2], box_ref):
+                # a reference framed tightly on the face (GANgealing's average fills its image) leaves the matcher
+                # no context: once more with it padded by half its size in grey (d13 with the average face: the
+                # stickers then land on the cheeks)
+                a = padded_anchor(frame, self.reference, self.opt.motion)
+            if not plausible(a, frame.shape[:2], self.reference.shape[:2], box_ref):
                 # the reference's framing does not fit the frame (a face far smaller than the matcher's scales, or
                 # none): that fit to background would stretch the edit over the whole frame, and the same
                 # normalised position lands off the face; draw nothing rather than a misplaced edit
@@ -540,4 +563,4 @@ class StreamEditPropagator(StreamPropagator):
 SAME_SCENE_SCORE = 0.6   # flow-anchor score above which the reference is taken to be a frame of the same scene
 REGION_GROW = 0.15       # the key region: the edit's bounding box grown by this share of its size on each side
 
-__all__ = ["OpticalFlow", "StreamEditPropagator", "StreamOptions", "plausible", "semantic_anchor"]
+__all__ = ["OpticalFlow", "StreamEditPropagator", "StreamOptions", "padded_anchor", "plausible", "semantic_anchor"]
