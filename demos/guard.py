@@ -331,8 +331,8 @@ def explain_failures(demo: gr.Blocks) -> None:
 # Gradio loads a clicked example with a request to the server (``load_example``, no progress shown) and only then
 # sets the input components. A Run click (or any button) in that window sends the inputs as they were — no image —
 # and the handler says "upload an image first" while the example then appears. This page script holds such a click
-# from the click on the example until its request has answered (and the components had a moment to take the
-# values; at most 15 s), then replays it. Example requests are recognised by their event: a click on a dataset.
+# from the click on the example until its request has answered and the components had time to take the values
+# (1 s and two frames; at most 15 s in all), then replays it. Example requests: those of a click on a dataset.
 EXAMPLES_FIRST_JS = """() => {
   const config = window.gradio_config || {};
   const datasets = new Set((config.components || []).filter((c) => c.type === "dataset").map((c) => c.id));
@@ -344,7 +344,11 @@ EXAMPLES_FIRST_JS = """() => {
   const release = (token) => {
     const i = loading.indexOf(token === undefined ? loading[0] : token);
     if (i >= 0) loading.splice(i, 1);
-    if (loading.length === 0) held.splice(0).forEach((button) => { replayed.add(button); button.click(); });
+    if (loading.length > 0 || held.length === 0) return;
+    // two frames after the last answer: the components have rendered the example's values
+    requestAnimationFrame(() => requestAnimationFrame(() => {
+      if (loading.length === 0) held.splice(0).forEach((button) => { replayed.add(button); button.click(); });
+    }));
   };
   document.addEventListener("click", (event) => {
     const target = event.target.closest ? event.target : event.target.parentElement;
@@ -371,7 +375,7 @@ EXAMPLES_FIRST_JS = """() => {
     try {
       return await fetchBefore.apply(this, arguments);
     } finally {
-      setTimeout(() => release(), 250);
+      setTimeout(() => release(), 1000);  // the values are applied (a gallery's images too) after the answer
     }
   };
 }"""

@@ -300,7 +300,7 @@ def _image_examples(ctx: AppContext) -> tuple[list[list], list[str]]:
     add("Cornell × four styles, equal weights", "adain-content-cornell",
         ["adain-style-picasso-self-portrait", "adain-style-impronte", "adain-style-trial",
          "adain-style-antimonocromatismo"])
-    add("Blonde girl: masked region × peasant dress, rest × Mondrian (spatial control)", "adain-content-blonde-girl",
+    add("Blonde girl: mask × peasant dress, rest × Mondrian", "adain-content-blonde-girl",
         ["adain-style-peasant-dress", "adain-style-mondrian"], spatial=True, mask="adain-mask")
     return rows, labels
 
