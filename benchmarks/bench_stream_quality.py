@@ -17,6 +17,45 @@ minus the face's, Lucas-Kanade features + one affine, see stream_quality.face_mo
 
     python benchmarks/bench_stream_quality.py [--max-frames 60] [--max-side 384] [--clips d0.mp4 ...] [--out DIR]
 
+Measured (2026-12-02, 2-core CPU heavily loaded by two other helpers' tests, so fps varies 2-36 between
+clips for the same code; the first 60 frames at 384 px; direct: 4 pairs per clip; d13/pokemon rerun after the
+padded-reference retry). Jitter < 1 px on 25 of the 26 rows where an edit is drawn; d11 (a talking child rolling
+her head) 1.6-2.0 px: the sticker stays on the eyes in the frames, and the glasses' part alone measures 1.1 px, the
+rest is the moving mouth under the moustache (non-rigid, in both the tracked region and the measure's).
+short_hamilton_clip: a ~15 px face in a stage shot, then a cut to a profile close-up: no believable first
+placement, so nothing is drawn (before: the sticker stretched across the frame).
+
+| clip | edit | tracked cov / whole / max pieces / jitter px / fps (first frame s) | direct cov / whole / jitter / fps | fixed cov / whole / jitter |
+|---|---|---|---|---|
+| hamilton | demo | 0.000 / 0.00 / 0/2 / nan / 13.3 (22.4) | 0.673 / 0.88 / 8.48 / 0.6 | 0.000 / 0.00 / nan |
+| hamilton | pokemon | 0.000 / 0.00 / 0/2 / nan / 13.1 (2.4) | 0.178 / 0.00 / 8.04 / 0.5 | 0.000 / 0.00 / nan |
+| d0 | demo | 1.000 / 1.00 / 2/2 / 0.09 / 6.3 (52.8) | 0.941 / 0.75 / 2.14 / 0.2 | 1.000 / 1.00 / 0.14 |
+| d0 | pokemon | 1.000 / 1.00 / 2/2 / 0.40 / 9.4 (4.8) | 0.961 / 1.00 / 8.85 / 0.5 | 1.000 / 1.00 / 0.19 |
+| d10 | demo | 1.000 / 1.00 / 2/2 / 0.24 / 15.9 (13.8) | 1.000 / 1.00 / 0.59 / 0.4 | 1.000 / 1.00 / 0.99 |
+| d10 | pokemon | 1.000 / 1.00 / 2/2 / 0.67 / 11.5 (1.6) | 0.990 / 1.00 / 3.32 / 0.3 | 1.000 / 1.00 / 0.82 |
+| d11 | demo | 1.000 / 1.00 / 2/2 / 1.95 / 5.1 (47.8) | 0.656 / 0.88 / 8.12 / 0.9 | 1.000 / 1.00 / 4.58 |
+| d11 | pokemon | 1.000 / 1.00 / 2/2 / 1.60 / 31.6 (0.8) | 1.000 / 1.00 / 6.29 / 0.6 | 1.000 / 1.00 / 4.27 |
+| d12 | demo | 0.999 / 1.00 / 2/2 / 0.48 / 14.7 (27.6) | 1.000 / 1.00 / 6.13 / 0.7 | 1.000 / 1.00 / 10.75 |
+| d12 | pokemon | 1.000 / 1.00 / 2/2 / 0.79 / 10.8 (1.4) | 0.328 / 0.38 / 6.03 / 0.8 | 1.000 / 1.00 / 10.54 |
+| d13 | demo | 1.000 / 1.00 / 2/2 / 0.03 / 21.2 (6.3) | 1.000 / 1.00 / 0.12 / 0.3 | 1.000 / 1.00 / 0.06 |
+| d13 | pokemon | 1.000 / 1.00 / 2/2 / 0.40 / 26.2 (24.4) | 0.285 / 0.25 / 10.08 / 0.5 | 1.000 / 1.00 / 0.08 |
+| d14 | demo | 1.000 / 1.00 / 2/2 / 0.36 / 36.5 (19.5) | 0.978 / 0.88 / 3.91 / 1.5 | 1.000 / 1.00 / 0.90 |
+| d14 | pokemon | 1.000 / 1.00 / 2/2 / 1.00 / 24.4 (0.9) | 0.987 / 1.00 / 0.94 / 0.5 | 1.000 / 1.00 / 1.03 |
+| d18 | demo | 1.000 / 1.00 / 2/2 / 0.08 / 6.7 (37.8) | 0.987 / 1.00 / 1.33 / 0.6 | 1.000 / 1.00 / 0.11 |
+| d18 | pokemon | 1.000 / 1.00 / 2/2 / 0.43 / 18.0 (1.7) | 0.951 / 1.00 / 8.29 / 0.3 | 1.000 / 1.00 / 0.14 |
+| d19 | demo | 1.000 / 1.00 / 2/2 / 0.07 / 7.3 (40.5) | 0.887 / 0.62 / 14.29 / 0.3 | 1.000 / 1.00 / 0.07 |
+| d19 | pokemon | 1.000 / 1.00 / 2/2 / 0.37 / 15.1 (2.0) | 1.000 / 1.00 / 1.59 / 0.5 | 1.000 / 1.00 / 0.14 |
+| d20 | demo | 1.000 / 1.00 / 2/2 / 0.11 / 8.1 (26.6) | 1.000 / 1.00 / 0.81 / 0.1 | 1.000 / 1.00 / 0.91 |
+| d20 | pokemon | 1.000 / 1.00 / 2/2 / 0.56 / 4.1 (16.8) | 1.000 / 1.00 / 3.16 / 0.1 | 1.000 / 1.00 / 1.02 |
+| d3 | demo | 1.000 / 1.00 / 2/2 / 0.52 / 5.5 (59.0) | 0.804 / 0.50 / 3.57 / 0.1 | 1.000 / 1.00 / 1.62 |
+| d3 | pokemon | 1.000 / 1.00 / 2/2 / 0.62 / 4.0 (6.8) | 0.976 / 0.50 / 8.72 / 0.2 | 1.000 / 1.00 / 1.82 |
+| d6 | demo | 1.000 / 1.00 / 2/2 / 0.20 / 5.0 (18.7) | 1.000 / 1.00 / 0.57 / 0.1 | 1.000 / 1.00 / 0.37 |
+| d6 | pokemon | 1.000 / 1.00 / 2/2 / 0.50 / 2.4 (15.9) | 0.925 / 1.00 / 1.30 / 0.1 | 1.000 / 1.00 / 0.28 |
+| d9 | demo | 1.000 / 1.00 / 2/2 / 0.06 / 4.2 (28.5) | 0.866 / 0.50 / 1.83 / 0.2 | 1.000 / 1.00 / 0.09 |
+| d9 | pokemon | 1.000 / 1.00 / 2/2 / 0.26 / 5.4 (4.4) | 1.000 / 1.00 / 0.19 / 0.1 | 1.000 / 1.00 / 0.07 |
+| driving | demo | 1.000 / 1.00 / 2/2 / 0.40 / 11.7 (36.3) | 1.000 / 1.00 / 1.80 / 0.3 | 1.000 / 1.00 / 1.76 |
+| driving | pokemon | 1.000 / 1.00 / 2/2 / 0.85 / 8.2 (3.2) | 0.927 / 1.00 / 4.14 / 0.2 | 1.000 / 1.00 / 2.08 |
+
 Run the same script from an older checkout to compare versions (the measures live in the engine module, so copy
 engine/correspondence/stream_quality.py along when that checkout predates it).
 """
