@@ -32,8 +32,29 @@ log = logging.getLogger("gan-studio")
 #   (only the latest is kept).
 ENGINE_QUEUE = {"concurrency_id": GRADIO_CONCURRENCY_ID, "concurrency_limit": 1}
 LONG_QUEUE = {"concurrency_id": GRADIO_CONCURRENCY_ID + "-long", "concurrency_limit": 1}
+#   Gradio's page captures a webcam frame every ``stream_every`` seconds (a JPEG, at the camera's size) and posts
+#   it; the server keeps only the newest posted frame and takes it up when the previous answer is out, so a slow
+#   model drops the backlog instead of falling behind. ``stream_every`` therefore caps the frame rate (1 /
+#   stream_every) and each capture costs the browser a JPEG encode: STREAM_EVERY_S below was picked from
+#   benchmarks/bench_webcam_browser.py --stream-every (env STREAM_EVERY overrides it, for measurements).
+STREAM_EVERY_S = 0.05
+
+
+def _stream_every() -> float:
+    try:
+        value = float(os.environ.get("STREAM_EVERY", STREAM_EVERY_S))
+    except ValueError:
+        return STREAM_EVERY_S
+    return value if 0.01 <= value <= 2.0 else STREAM_EVERY_S
+
+
 STREAM_QUEUE = {"concurrency_id": GRADIO_CONCURRENCY_ID + "-stream", "concurrency_limit": None,
-                "stream_every": 0.1, "time_limit": 120}
+                "stream_every": _stream_every(), "time_limit": 120}
+# Webcam outputs: a JPEG costs ~2 ms to encode at 384 px where Gradio's default WebP costs ~20 ms and PNG ~55 ms
+# (gr.Image.postprocess, measured on the 2-core CPU); the page asks the camera for at most 640x480 (the frames are
+# shrunk to the working size on the server anyway, and a smaller capture is cheaper to encode, send and decode).
+STREAM_OUTPUT_FORMAT = "jpeg"
+WEBCAM_CONSTRAINTS = {"video": {"width": {"ideal": 640, "max": 1280}, "height": {"ideal": 480, "max": 720}}}
 ENGINE_LANES = tuple(q["concurrency_id"] for q in (ENGINE_QUEUE, LONG_QUEUE, STREAM_QUEUE))
 
 

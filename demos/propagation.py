@@ -8,8 +8,8 @@ import gradio as gr
 import numpy as np
 
 from demos.common import (
-    LONG_QUEUE, STREAM_QUEUE, AppContext, cancel_button, cancellable, example_files, guarded,
-    progress_callback,
+    LONG_QUEUE, STREAM_OUTPUT_FORMAT, STREAM_QUEUE, WEBCAM_CONSTRAINTS, AppContext, cancel_button, cancellable,
+    example_files, guarded, progress_callback,
 )
 from demos.correspondence import _usable, backend_choices, backend_notice, load_working_image
 from engine import imageio, videoio
@@ -314,8 +314,10 @@ def build(ctx: AppContext) -> None:
         gr.Markdown("Start the camera, press **Use this frame as the reference** (classic), paint on it above, and "
                     "the edit follows you. GANgealing backends use the model's average instead.")
         with gr.Row():
-            cam = gr.Image(label="Webcam", sources=["webcam"], streaming=True, type="numpy", height=300)
-            cam_out = gr.Image(label="With the edit", type="numpy", height=300, interactive=False)
+            cam = gr.Image(label="Webcam", sources=["webcam"], streaming=True, type="numpy", height=300,
+                           webcam_options=gr.WebcamOptions(constraints=WEBCAM_CONSTRAINTS))
+            cam_out = gr.Image(label="With the edit", type="numpy", height=300, interactive=False,
+                               format=STREAM_OUTPUT_FORMAT)
         with gr.Row():
             grab = gr.Button("Use this frame as the reference", scale=3)
             cam_side = gr.Slider(128, 512, value=VIDEO_MAX_SIDE, step=32, scale=2,

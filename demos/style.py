@@ -16,8 +16,8 @@ import numpy as np
 import gradio as gr
 
 from demos.common import (
-    ENGINE_QUEUE, LONG_QUEUE, STREAM_QUEUE, AppContext, cancel_button, cancellable, example_files, guarded,
-    progress_callback, run_buttons, runnable_choices, show_weights_notice,
+    ENGINE_QUEUE, LONG_QUEUE, STREAM_OUTPUT_FORMAT, STREAM_QUEUE, WEBCAM_CONSTRAINTS, AppContext, cancel_button,
+    cancellable, example_files, guarded, progress_callback, run_buttons, runnable_choices, show_weights_notice,
 )
 from engine import registry, weights
 from engine.errors import InputError
@@ -409,8 +409,10 @@ def build(ctx: AppContext) -> None:
                 gr.Markdown("Live stylisation of your webcam with the styles on the left. Press *record* on the "
                             "webcam box to start streaming. On a CPU keep the frame size small.")
                 with gr.Row():
-                    cam = gr.Image(label="Webcam", sources=["webcam"], streaming=True, type="numpy", height=320)
-                    cam_out = gr.Image(label="Stylised", type="numpy", height=320, interactive=False)
+                    cam = gr.Image(label="Webcam", sources=["webcam"], streaming=True, type="numpy", height=320,
+                                   webcam_options=gr.WebcamOptions(constraints=WEBCAM_CONSTRAINTS))
+                    cam_out = gr.Image(label="Stylised", type="numpy", height=320, interactive=False,
+                                       format=STREAM_OUTPUT_FORMAT)
                 with gr.Row():
                     cam_side = gr.Slider(64, 768, value=256, step=32, label="Frame max side (px)")
                     cam_smooth = gr.Slider(0, 0.95, value=0.8, step=0.05, label="Flicker smoothing (EMA)")

@@ -13,6 +13,7 @@ white first and a black last cell marking the direction, since Gradio mirrors we
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -92,7 +93,23 @@ CHROMIUM_ARGS = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-
 PROBE_JS = """
 (() => {
   const CELLS = %(cells)d, BITS = %(bits)d, BAND = %(band)f;
-  const P = window.__probe = {captures: [], outputs: [], watching: null};
+  const P = window.__probe = {captures: [], outputs: [], answers: []};
+  // every streamed answer as it arrives (Gradio's SSE stream): counts answers even when an output repeats (Gradio
+  // serves identical images from one cached URL, so the <img> does not change)
+  const origFetch = window.fetch;
+  window.fetch = async (...args) => {
+    const r = await origFetch(...args);
+    const u = String((args[0] && args[0].url) || args[0]);
+    if (u.includes('queue/data') && r.body) {
+      try {
+        const reader = r.clone().body.getReader(), dec = new TextDecoder();
+        (async () => { for (;;) { const {done, value} = await reader.read(); if (done) break;
+          const n = (dec.decode(value).match(/"msg":"process_streaming"/g) || []).length;
+          for (let i = 0; i < n; i++) P.answers.push(performance.now()); } })();
+      } catch (e) {}
+    }
+    return r;
+  };
   const readCode = (ctx, w, h) => {
     const band = Math.max(8, Math.round(BAND * h)), y = Math.floor(band / 2), cell = w / CELLS;
     const bits = [];
@@ -117,37 +134,54 @@ PROBE_JS = """
     return orig.call(this, type, q);
   };
   const scratch = document.createElement('canvas');
-  P.watch = (root) => {
+  // every new picture Gradio puts in an <img> of the output block labelled ``label``: fetched and decoded here
+  // (fetch + createImageBitmap), time-stamped once decoded. (Not the <img>'s own load event: in headless Chromium
+  // a streamed output <img> whose src changes every few hundred ms rarely completes a load.)
+  P.watch = (label) => {
     const seen = new Set();
-    const check = () => {
-      const img = root.querySelector('img');
-      if (!img || !img.src || seen.has(img.src)) return;
-      const src = img.src; seen.add(src);
-      const probe = new Image();
-      probe.onload = () => {
+    const take = async (img) => {
+      const src = img.src;
+      if (!src || seen.has(src) || !src.includes('file=')) return;
+      const block = img.closest('div.block');
+      if (!block || !block.innerText.includes(label)) return;
+      seen.add(src);
+      try {
+        const bmp = await createImageBitmap(await (await fetch(src)).blob());
         const t = performance.now();
-        scratch.width = probe.naturalWidth; scratch.height = probe.naturalHeight;
+        scratch.width = bmp.width; scratch.height = bmp.height;
         const ctx = scratch.getContext('2d', {willReadFrequently: true});
-        ctx.drawImage(probe, 0, 0);
+        ctx.drawImage(bmp, 0, 0);
         P.outputs.push([t, readCode(ctx, scratch.width, scratch.height), src]);
-      };
-      probe.src = src;
+      } catch (e) {}
     };
-    P.watching = new MutationObserver(check);
-    P.watching.observe(root, {subtree: true, childList: true, attributes: true, attributeFilter: ['src']});
+    new MutationObserver((records) => {
+      for (const r of records) {
+        if (r.type === 'attributes' && r.target instanceof HTMLImageElement) take(r.target);
+        for (const n of r.addedNodes || []) {
+          if (n instanceof HTMLImageElement) take(n);
+          else if (n.querySelectorAll) n.querySelectorAll('img').forEach(take);
+        }
+      }
+    }).observe(document.body, {subtree: true, childList: true, attributes: true, attributeFilter: ['src']});
   };
 })();
 """ % {"cells": CELLS, "bits": BITS, "band": BAND}
 
 
 def summarise(probe: dict, fps_in: int = 25) -> dict:
-    """fps of outputs and capture -> output latency (ms) from the page probe's records."""
+    """fps and capture -> output latency (ms) from the page probe's records.
+
+    ``fps``: new output images per second; ``answer_fps``: streamed answers per second (counts repeated outputs
+    too). ``latency_ms`` / ``latency_p90_ms``: from each output's own frame code when it can be read; otherwise
+    (``latency_from`` = "estimate") from the capture the server took up: the newest capture before the previous
+    answer arrived (Gradio keeps only the newest frame and takes it up when the previous answer is done)."""
     caps = probe["captures"]
     outs = sorted(probe["outputs"])
-    res = {"outputs": len(outs), "captures": len(caps)}
-    if len(outs) >= 2:
-        span = (outs[-1][0] - outs[0][0]) / 1000
-        res["fps"] = (len(outs) - 1) / span if span > 0 else float("nan")
+    answers = sorted(probe.get("answers") or [])
+    res = {"outputs": len(outs), "captures": len(caps), "answers": len(answers)}
+    for key, times in (("fps", [o[0] for o in outs]), ("answer_fps", answers)):
+        span = (times[-1] - times[0]) / 1000 if len(times) >= 2 else 0
+        res[key] = (len(times) - 1) / span if span > 0 else float("nan")
     by_k: dict = {}
     for t, k in caps:
         if k >= 0:
@@ -157,13 +191,169 @@ def summarise(probe: dict, fps_in: int = 25) -> dict:
         times = [c for c in by_k.get(k, []) if c <= t]
         if times:
             coded.append(t - times[-1])
-    last = []
+    estimate = []
     cap_times = sorted(t for t, _ in caps)
-    for t, _, _ in outs:
-        before = [c for c in cap_times if c <= t]
+    ends = [o[0] for o in outs] if len(outs) >= len(answers) else answers
+    for prev, t in zip(ends, ends[1:]):
+        before = [c for c in cap_times if c <= prev]
         if before:
-            last.append(t - before[-1])
-    res["latency_ms"] = float(np.median(coded)) if coded else (float(np.median(last)) if last else float("nan"))
-    res["latency_from"] = "frame code" if coded else "last capture"
+            estimate.append(t - before[-1])
+    lat = coded if len(coded) >= max(2, 0.5 * len(outs)) else estimate
+    res["latency_ms"] = float(np.median(lat)) if lat else float("nan")
+    res["latency_p90_ms"] = float(np.percentile(lat, 90)) if lat else float("nan")
+    res["latency_from"] = "frame code" if lat is coded else "estimate"
     res["codes_read"] = len(coded)
     return res
+
+
+# ---- the app, the browser and one stream (shared by the browser tests and benchmarks/bench_webcam_browser.py) ----
+
+BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--no-first-run", "--disable-quic", "--disable-dev-shm-usage", *CHROMIUM_ARGS]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve_app(repo: Path, env: dict, args=(), log: Path | None = None, timeout_s: float = 180.0,
+              python: str | None = None):
+    """``python app.py`` of the checkout ``repo`` on a free loopback port with ``env``; yields the process with
+    ``.url``, ``.log_path`` and ``.cold_start_s``; stopped on exit. Raises RuntimeError when it does not start."""
+    import subprocess
+    import sys
+    import tempfile
+    import time
+    import urllib.request
+
+    port = free_port()
+    log = Path(log or tempfile.mkstemp(prefix="gan-studio-app-", suffix=".log")[1])
+    with open(log, "w") as fh:
+        proc = subprocess.Popen([python or sys.executable, "app.py", "--host", "127.0.0.1", "--port", str(port),
+                                 *args], cwd=repo, env=env, stdout=fh, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    started = time.monotonic()
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the app exited with code {proc.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() - started > timeout_s:
+                raise RuntimeError(f"the app did not start within {timeout_s:.0f} s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        proc.cold_start_s = time.monotonic() - started
+        proc.url, proc.log_path = url, log
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@contextlib.contextmanager
+def camera_browser(camera_path: Path, chromium: str):
+    """Headless Chromium whose camera is the Y4M file ``camera_path``."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium,
+                                    args=[*BROWSER_ARGS, f"--use-file-for-fake-video-capture={camera_path}"])
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def open_app(browser, url: str, timeout_ms: int = 120_000):
+    """A new page of ``browser`` on the app at ``url`` with the probe installed."""
+    pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+    pg.set_default_timeout(timeout_ms)
+    pg.add_init_script(PROBE_JS)
+    pg.goto(url, wait_until="load")
+    pg.get_by_role("tab", name="Style transfer").wait_for()
+    return pg
+
+
+def visible(pg, selector: str):
+    return pg.locator(f"{selector} >> visible=true").first
+
+
+def fetch_image(pg, src):
+    from io import BytesIO
+
+    from PIL import Image
+
+    resp = pg.request.get(src)
+    return np.asarray(Image.open(BytesIO(resp.body())).convert("RGB")) if resp.ok else None
+
+
+def stream(pg, out_label: str, seconds: float = 10.0, before=None, min_outputs: int = 4, max_s: float = 90.0,
+           until=None, warm_s: float = 0.0, fetch: bool = True,
+           count: str = "outputs") -> tuple[dict, list[np.ndarray]]:
+    """Open the visible webcam, start streaming, watch the output block ``out_label`` for ``seconds`` (longer, up
+    to ``max_s``, until ``min_outputs`` outputs arrived: a loaded machine is slow, not broken); returns the page
+    probe's records (output frame codes read here from the fetched images) and the output images.
+
+    ``before()`` runs once the stream started (records are cleared after it); ``until(image)`` delays the window
+    until the newest output passes it; ``warm_s``: seconds after the first answer before the window starts (model
+    builds and first-frame work stay out of the figures); ``count``: what ``min_outputs`` counts, "outputs" (new
+    pictures shown) or "answers" (streamed answers: for a model whose output does not change)."""
+    import time
+
+    visible(pg, 'button[role="tab"]:has-text("Webcam")').click()
+    visible(pg, "text=Click to Access Webcam").click()
+    record = visible(pg, 'button[aria-label="capture photo"]')
+    record.wait_for()
+    # Gradio's output <img> loads lazily: a picture outside the viewport is never fetched, so the output is kept in
+    # view, as a user watching it would
+    pg.locator("div.block").filter(has_text=out_label).locator("visible=true").last.scroll_into_view_if_needed()
+    clear = "() => { window.__probe.captures = []; window.__probe.outputs = []; window.__probe.answers = []; }"
+    pg.evaluate("(label) => window.__probe.watch(label)", out_label)
+    pg.evaluate(clear)
+    record.click()
+    if before is not None:
+        before()
+        pg.evaluate(clear)
+    start = time.monotonic()
+    ready = until is None and not warm_s
+    while True:
+        time.sleep(0.25 if warm_s else 0.5)
+        n = pg.evaluate(f"() => window.__probe.{count}.length")
+        if not ready and pg.evaluate("() => window.__probe.outputs.length + window.__probe.answers.length"):
+            if until is None:
+                time.sleep(warm_s)
+                ready = True
+            else:   # e.g. the edit shows: from then on the window of ``seconds`` counts
+                src = pg.evaluate("() => (window.__probe.outputs[window.__probe.outputs.length - 1] || [])[2]")
+                last = fetch_image(pg, src) if src else None
+                ready = last is not None and until(last)
+            if ready:
+                pg.evaluate(clear)
+                start = time.monotonic()
+                continue
+        waited = time.monotonic() - start
+        if (ready and waited >= seconds and n >= min_outputs) or waited >= max_s:
+            break
+    probe = pg.evaluate("() => ({captures: window.__probe.captures, outputs: window.__probe.outputs, "
+                        "answers: window.__probe.answers})")
+    visible(pg, 'button:has-text("Stop")').click()
+    images = []   # every output image, fetched back; its frame code is read here (the page's reading is a bonus)
+    for rec in probe["outputs"] if fetch else []:
+        img = fetch_image(pg, rec[2])
+        if img is not None:
+            k = read_code(img)
+            rec[1] = -1 if k is None else k
+            images.append(img)
+    return probe, images

