@@ -35,8 +35,10 @@ LONG_QUEUE = {"concurrency_id": GRADIO_CONCURRENCY_ID + "-long", "concurrency_li
 #   Gradio's page captures a webcam frame every ``stream_every`` seconds (a JPEG, at the camera's size) and posts
 #   it; the server keeps only the newest posted frame and takes it up when the previous answer is out, so a slow
 #   model drops the backlog instead of falling behind. ``stream_every`` therefore caps the frame rate (1 /
-#   stream_every) and each capture costs the browser a JPEG encode: STREAM_EVERY_S below was picked from
-#   benchmarks/bench_webcam_browser.py --stream-every (env STREAM_EVERY overrides it, for measurements).
+#   stream_every) and each capture costs the browser a JPEG encode. STREAM_EVERY_S = 0.05 s caps the stream at
+#   20 fps, above the 15-fps aim for classic propagation at 384 px (0.1 s capped it at 10); it is not yet
+#   confirmed by an idle-machine sweep: measure with benchmarks/bench_webcam_browser.py --stream-every
+#   0.033,0.05,0.1 (env STREAM_EVERY overrides it, for such measurements).
 STREAM_EVERY_S = 0.05
 
 
