@@ -113,8 +113,8 @@ def run_config(browser, url: str, kind: str, model: str, side: int, data: Path, 
                     return {"error": f"{model} not offered"}
                 pg.get_by_role("button", name="Load the model's average (GANgealing)").click()
                 pg.wait_for_timeout(1500)
-                pg.locator("div.block").filter(has_text=STICKER_BLOCK).last.locator("input[type=file]").first \
-                    .set_input_files(sticker)
+                pg.locator("div.block").filter(has_text=STICKER_BLOCK).locator("input[type=file]").first \
+                    .set_input_files(sticker, timeout=20_000)   # the upload box (the examples table repeats its label)
                 pg.wait_for_timeout(1500)
             BW.visible(pg, 'button[role="tab"]:has-text("Webcam")').click()
             if not _set_number(pg, "Frame max side", side):
