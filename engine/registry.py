@@ -19,7 +19,7 @@ from . import config, weights
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
-    task: str                                   # "style", "translate", "congeal"
+    task: str                                   # "style", "translate", "congeal", "locate"
     title: str
     builder: str                                # "module:function"
     files: dict[str, str] = field(default_factory=dict)   # role -> manifest key
@@ -49,6 +49,10 @@ _SPECS = [
                         "pipeline": "engine.pipelines.style_magenta:MagentaStyleTransfer"},
               paper="Ghiasi et al., Exploring the structure of a real-time, arbitrary neural artistic stylization "
                     "network, BMVC 2017"),
+    ModelSpec("mtcnn", "locate", "MTCNN face locator (Zhang et al. 2016)", "engine.models.mtcnn:build_mtcnn",
+              files={"pnet": "mtcnn-pnet", "rnet": "mtcnn-rnet", "onet": "mtcnn-onet"},
+              paper="Zhang et al., Joint Face Detection and Alignment using Multi-task Cascaded Convolutional "
+                    "Networks, IEEE Signal Processing Letters 2016"),
     ModelSpec("cyclegan-horse2zebra", "translate", "CycleGAN horse → zebra", "engine.models.resnet_generator:build_cyclegan",
               files={"generator": "cyclegan-horse2zebra"}, defaults={"multiple": 4, "direction": "horse2zebra"},
               paper="Zhu et al., Unpaired Image-to-Image Translation using Cycle-Consistent Adversarial Networks, ICCV 2017"),

@@ -137,11 +137,7 @@ def test_moving_head_sticker_whole_and_steady(shared_data):
     assert res["jitter"] < 1.0, res
 
 
-@pytest.mark.slow
-def test_tiny_face_gets_no_stretched_sticker(shared_data):
-    """short_hamilton_clip: the first frame's face is ~15 px tall (a wide stage shot), far below the matcher's
-    scales; the fit lands on background and put the reference's framing over ~1,200 frames' area, i.e. the sticker
-    as a band across the whole frame. Now that placement is refused and nothing is drawn."""
+def _hamilton_demo(shared_data, frames):
     from demos.correspondence import load_working_image
     from demos.propagation import MAX_SIDE as REF_SIDE
     from demos.propagation import demo_sticker
@@ -150,16 +146,58 @@ def test_tiny_face_gets_no_stretched_sticker(shared_data):
                       .glob("*.jpg"))
     if not ref_path:
         pytest.skip("CelebA-HQ reference faces not in the data folder")
-    frames = _clip(shared_data, "short_hamilton_clip.mp4", 2)
+    clip = _clip(shared_data, "short_hamilton_clip.mp4", frames)
     reference = load_working_image(str(ref_path[0]), "(reference)", max_side=REF_SIDE)
     edit = _edit(reference, demo_sticker())
-    stream = get_backend("classic").stream(edit, reference=reference, opacity=1.0)
+    return clip, edit, get_backend("classic").stream(edit, reference=reference, opacity=1.0)
+
+
+@pytest.mark.slow
+def test_tiny_face_gets_no_stretched_sticker_without_a_locator(shared_data, monkeypatch):
+    """short_hamilton_clip: the first frame's face is ~15 px tall (a wide stage shot), far below the matcher's
+    scales; the fit lands on background and put the reference's framing over ~1,200 frames' area, i.e. the sticker
+    as a band across the whole frame. Without the face locator that placement is refused and nothing is drawn."""
+    from engine.correspondence import faces
+
+    monkeypatch.setattr(faces, "locator", lambda: None)
+    frames, _, stream = _hamilton_demo(shared_data, 2)
     inner = getattr(stream, "inner", stream)
     for f in frames:
         out = stream(f)
         drawn = inner.edit_alpha(f.shape[:2])
         assert drawn.mean() < 0.02, drawn.mean()          # the stretched band covered a large part of the frame
         assert np.abs(out.astype(int) - f.astype(int)).max() <= 1
+
+
+@pytest.mark.slow
+def test_tiny_face_and_scene_cuts_with_the_face_locator(shared_data):
+    """short_hamilton_clip with the MTCNN locator (facenet-pytorch wheel): frames 0-19 a ~15 px frontal face on a
+    stage, a cut at 20 to a profile close-up (no frontal face: nothing drawn), a cut at 82 to a frontal medium shot.
+    The sticker lands whole on both frontal shots and is never stretched (measured over the first 100 frames)."""
+    from engine.correspondence import faces
+
+    if faces.locator() is None:
+        pytest.skip("face locator weights not installed (pip install facenet-pytorch==2.5.3)")
+    frames, edit, stream = _hamilton_demo(shared_data, 100)
+    inner = getattr(stream, "inner", stream)
+    alpha = edit[..., 3].astype(np.float32) / 255
+    shots = {"stage": (0, 20), "profile": (20, 82), "frontal": (82, 100)}
+    meters = {k: stream_quality.QualityMeter(alpha) for k in shots}
+    for i, f in enumerate(frames):
+        stream(f)
+        drawn = inner.edit_alpha(f.shape[:2])
+        assert (drawn > 0.1).mean() < 0.03, (i, (drawn > 0.1).mean())   # never a band across the frame
+        shot = next(k for k, (a, b) in shots.items() if a <= i < b)
+        if shot == "profile":
+            assert drawn.max() < 0.05, (i, drawn.max())
+        else:
+            meters[shot].add(f, *placement(stream, f.shape[:2]))
+    assert inner.stats.get("cuts") == 2, inner.stats
+    for shot in ("stage", "frontal"):
+        res = meters[shot].summary()
+        assert res["coverage"] >= 0.95, (shot, res)
+        assert res["whole"] >= 0.9, (shot, res)
+        assert res["jitter"] < 1.0, (shot, res)
 
 
 @pytest.mark.slow

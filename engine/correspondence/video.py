@@ -261,6 +261,7 @@ class StreamEditPropagator(StreamPropagator):
         else:
             self._ref_box = (0, 0, wr, hr)
         self._levels: dict = {1: self._edit_pm}   # the edit shrunk by powers of two (see _level)
+        self._ref_marks = None    # the reference face's five landmarks (face locator), False when it has none
         self.stats = {"frames": 0, "reanchors": 0, "seconds": 0.0, "anchor": None}
         self.reset()
 
@@ -278,6 +279,7 @@ class StreamEditPropagator(StreamPropagator):
         self.since_anchor = 0
         self._pending = None    # (thread, result box, key gray) while a background first-frame match runs
         self.unplaced = False   # the first-frame match found no believable placement: nothing is drawn
+        self._thumb = None      # the previous frame shrunk for the scene-cut test (faces.is_cut)
 
     # -- the first frame ----------------------------------------------------------------------------------------
     def _flow_anchor(self, gray: np.ndarray) -> tuple[np.ndarray, float]:
@@ -352,8 +354,11 @@ class StreamEditPropagator(StreamPropagator):
                 a = padded_anchor(frame, self.reference, self.opt.motion)
             if not plausible(a, frame.shape[:2], self.reference.shape[:2], box_ref):
                 # the reference's framing does not fit the frame (a face far smaller than the matcher's scales, or
-                # none): that fit to background would stretch the edit over the whole frame, and the same
-                # normalised position lands off the face; draw nothing rather than a misplaced edit
+                # none): that fit to background would stretch the edit over the whole frame. The face locator's
+                # landmarks place it when it finds a frontal face (short_hamilton_clip: a 15 px face on a stage)
+                a = self._locate(frame)
+            if not plausible(a, frame.shape[:2], self.reference.shape[:2], box_ref):
+                # still nothing believable: draw nothing rather than a misplaced edit
                 self.stats["implausible_anchor"] = True
                 self.unplaced = True
         except Exception as exc:  # noqa: BLE001 - reported through box / raised by the caller
@@ -370,6 +375,39 @@ class StreamEditPropagator(StreamPropagator):
         self.m0_affine = m0
         self.stats["anchor"] = "semantic"
         box["done"] = True
+
+    def _locate(self, frame: np.ndarray) -> Optional[np.ndarray]:
+        """frame px -> reference px from the face locator's landmarks (the largest frontal face of the frame onto
+        the reference's face), or None (no locator, no frontal face in the frame or in the reference)."""
+        from . import faces
+
+        model = faces.locator()
+        if model is None:
+            return None
+        if self._ref_marks is None:
+            found = faces.best_face(self.reference, model, min_face=0.1 * max(self.reference.shape[:2]))
+            self._ref_marks = found[1] if found is not None else False
+        if self._ref_marks is False:
+            return None
+        found = faces.best_face(frame, model)
+        self.stats["located"] = self.stats.get("located", 0) + 1
+        return None if found is None else faces.landmark_map(found[1], self._ref_marks)
+
+    def _cut(self, gray: np.ndarray, frame: np.ndarray) -> None:
+        """A new shot: place the edit afresh on its largest frontal face (that frame becomes the key frame), or
+        draw nothing until the next cut when there is none."""
+        self.stats["cuts"] = self.stats.get("cuts", 0) + 1
+        a = self._locate(frame)
+        box_ref = tuple(v / self.ref_scale for v in self._ref_box)
+        if not plausible(a, frame.shape[:2], self.reference.shape[:2], box_ref):
+            self.unplaced = True
+            return
+        fs = gray.shape[1] / frame.shape[1]
+        s_in = np.diag([1 / fs, 1 / fs, 1.0])
+        s_out = np.diag([self.ref_scale, self.ref_scale, 1.0])
+        self.m0_affine, self.m0_dense = (s_out @ _affine(a) @ s_in)[:2], None
+        self.unplaced = False
+        self._finish_start(gray)
 
     def _finish_start(self, gray: np.ndarray) -> None:
         hp, wp = gray.shape
@@ -460,6 +498,15 @@ class StreamEditPropagator(StreamPropagator):
         self.confidence = max(self.confidence, _ramp(after, 0.3, 0.6))
         self.stats["reanchors"] += 1
 
+    def _scene_cut(self, gray: np.ndarray) -> bool:
+        """Whether ``gray`` starts a new shot (cheap: 32x18 thumbnails); only acted on with a face locator."""
+        from . import faces
+
+        now = faces.thumb(gray)
+        cut = faces.is_cut(self._thumb, now)
+        self._thumb = now
+        return cut and faces.locator() is not None
+
     def track(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Advance the tracker by one frame; returns (map to reference proc pixels, confidence) at proc size."""
         if frame.ndim != 3 or frame.shape[2] != 3:
@@ -486,6 +533,8 @@ class StreamEditPropagator(StreamPropagator):
                 self.frame_shape = frame.shape[:2]
                 self.map = None
                 return None, None
+        elif self._scene_cut(gray):
+            self._cut(gray, frame)
         else:
             self._prev_T = self.T
             self._step(gray)
