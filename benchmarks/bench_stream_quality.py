@@ -16,6 +16,7 @@ minus the face's, Lucas-Kanade features + one affine, see stream_quality.face_mo
 (tracked: every frame after the first; ``first s``: the first frame, i.e. its match to the reference).
 
     python benchmarks/bench_stream_quality.py [--max-frames 60] [--max-side 384] [--clips d0.mp4 ...] [--out DIR]
+        [--shots]   (the tracked measures also per shot, split at scene cuts as the stream splits them)
 
 Measured (2026-12-02, 2-core CPU heavily loaded by two other helpers' tests, so fps varies 2-36 between
 clips for the same code; the first 60 frames at 384 px; direct: 4 pairs per clip; d13/pokemon rerun after the
@@ -23,12 +24,25 @@ padded-reference retry). Jitter < 1 px on 25 of the 26 rows where an edit is dra
 her head) 1.6-2.0 px: the sticker stays on the eyes in the frames, and the glasses' part alone measures 1.1 px, the
 rest is the moving mouth under the moustache (non-rigid, in both the tracked region and the measure's).
 short_hamilton_clip: a ~15 px face in a stage shot, then a cut to a profile close-up: no believable first
-placement, so nothing is drawn (before: the sticker stretched across the frame).
+placement from the matcher (before the face locator: nothing drawn; before that, the sticker stretched across the
+frame). With the MTCNN locator (facenet-pytorch wheel) the edit is placed from landmarks and re-placed at each cut;
+``--shots`` on all 275 frames (2026-12-02, same loaded machine):
+
+| shot (hamilton) | demo cov / whole / pieces / jitter | pokemon cov / whole / pieces / jitter |
+|---|---|---|
+| 0-19 stage, ~15 px frontal face | 1.000 / 0.90 / 3/2 / 0.16 | 0.301 / 1.00 / 2/2 / 1.48 (stickers ~3 px: see below) |
+| 20-81 profile close-up | nothing drawn (correct) | nothing drawn (correct) |
+| 82-210 frontal medium shot | 1.000 / 1.00 / 2/2 / 0.26 | 1.000 / 0.87 / 3/2 / 1.61 |
+| 211-274 audience (largest frontal face) | 1.000 / 1.00 / 2/2 / 0.15 | 1.000 / 0.86 / 4/2 / 1.38 |
+
+(pokemon on the stage shot: the reference is drawn at ~20 reference px per frame px there, beyond the coverage
+measure's x6 supersampling, so its coverage reads low although both stickers are drawn.) Whole-clip jitter counts
+the jumps across cuts; read the per-shot rows.
 
 | clip | edit | tracked cov / whole / max pieces / jitter px / fps (first frame s) | direct cov / whole / jitter / fps | fixed cov / whole / jitter |
 |---|---|---|---|---|
-| hamilton | demo | 0.000 / 0.00 / 0/2 / nan / 13.3 (22.4) | 0.673 / 0.88 / 8.48 / 0.6 | 0.000 / 0.00 / nan |
-| hamilton | pokemon | 0.000 / 0.00 / 0/2 / nan / 13.1 (2.4) | 0.178 / 0.00 / 8.04 / 0.5 | 0.000 / 0.00 / nan |
+| hamilton (no locator) | demo | 0.000 / 0.00 / 0/2 / nan / 13.3 (22.4) | 0.673 / 0.88 / 8.48 / 0.6 | 0.000 / 0.00 / nan |
+| hamilton (no locator) | pokemon | 0.000 / 0.00 / 0/2 / nan / 13.1 (2.4) | 0.178 / 0.00 / 8.04 / 0.5 | 0.000 / 0.00 / nan |
 | d0 | demo | 1.000 / 1.00 / 2/2 / 0.09 / 6.3 (52.8) | 0.941 / 0.75 / 2.14 / 0.2 | 1.000 / 1.00 / 0.14 |
 | d0 | pokemon | 1.000 / 1.00 / 2/2 / 0.40 / 9.4 (4.8) | 0.961 / 1.00 / 8.85 / 0.5 | 1.000 / 1.00 / 0.19 |
 | d10 | demo | 1.000 / 1.00 / 2/2 / 0.24 / 15.9 (13.8) | 1.000 / 1.00 / 0.59 / 0.4 | 1.000 / 1.00 / 0.99 |
@@ -94,10 +108,24 @@ def edits(data: Path) -> dict:
     return out
 
 
-def tracked(frames, ref, edit, shots=None):
+def shot_bounds(frames):
+    """Frame indices where a shot starts (the stream's own cut test, engine.correspondence.faces.is_cut), and
+    whether the face locator finds a frontal face on each shot's first frame (None without the locator)."""
+    from engine.correspondence import faces
+
+    thumbs = [faces.thumb(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY)) for f in frames]
+    starts = [0] + [i for i in range(1, len(frames)) if faces.is_cut(thumbs[i - 1], thumbs[i])]
+    model = faces.locator()
+    frontal = [None if model is None else faces.best_face(frames[i], model) is not None for i in starts]
+    return starts, frontal
+
+
+def tracked(frames, ref, edit, shots=None, per_shot=None):
+    """per_shot: a list of shot starts (see shot_bounds); then res["shots"] holds one summary per shot."""
     stream = get_backend("classic").stream(edit, reference=ref, opacity=1.0)
     inner = getattr(stream, "inner", stream)
     meter = stream_quality.QualityMeter(edit[..., 3].astype(np.float32) / 255)
+    shot_meters = []
     first = None
     keep = {0, len(frames) // 2, len(frames) - 1}
     first_s = 0.0
@@ -110,6 +138,10 @@ def tracked(frames, ref, edit, shots=None):
             first_s = dt
         mapping, weight = inner.placement(f.shape[:2])
         meter.add(f, mapping, weight)
+        if per_shot is not None:
+            if i in per_shot:
+                shot_meters.append(stream_quality.QualityMeter(meter.edit_alpha))
+            shot_meters[-1].add(f, mapping, weight)
         if first is None:
             first = (mapping, weight)
         if shots is not None and i in keep:
@@ -117,6 +149,7 @@ def tracked(frames, ref, edit, shots=None):
     res = meter.summary()
     res["first_s"] = first_s      # the first frame: its match to the reference (classic matcher when another face)
     res["fps"] = (len(frames) - 1) / max(1e-9, meter.seconds - first_s)    # every later frame
+    res["shots"] = [m.summary() for m in shot_meters]
     return res, first
 
 
@@ -156,6 +189,7 @@ def main(argv=None) -> int:
     ap.add_argument("--clips", nargs="*", default=None, help="clip file names to keep (default: all)")
     ap.add_argument("--edits", nargs="*", default=None, help="demo, pokemon (default: both)")
     ap.add_argument("--out", type=Path, default=None, help="save first/middle/last output frames here")
+    ap.add_argument("--shots", action="store_true", help="also the tracked measures per shot (split at scene cuts)")
     args = ap.parse_args(argv)
     data = config.data_dir()
     if data is None or not (data / "face-video").is_dir():
@@ -174,10 +208,11 @@ def main(argv=None) -> int:
     rows = []
     for clip in clips:
         frames = list(videoio.read_frames(clip, max_frames=args.max_frames, max_side=args.max_side))
+        starts, frontal = shot_bounds(frames) if args.shots else (None, None)
         for name, (ref, edit) in cases.items():
             shots = [] if args.out else None
             res = {"tracked": None}
-            res["tracked"], first = tracked(frames, ref, edit, shots)
+            res["tracked"], first = tracked(frames, ref, edit, shots, starts)
             if args.direct_every:
                 res["direct"] = direct(frames, ref, edit, args.direct_every)
             res["fixed"] = fixed(frames, ref, edit, first)
@@ -187,6 +222,11 @@ def main(argv=None) -> int:
                       f"{r['max_pieces']:>5d}/{r['own_pieces']:<2d}{r['jitter']:>10.2f}"
                       f"{r['fps'] if method != 'fixed' else float('nan'):>7.1f}"
                       f"{r.get('first_s', float('nan')):>8.1f}", flush=True)
+            for k, r in enumerate(res["tracked"]["shots"]):
+                end = starts[k + 1] - 1 if k + 1 < len(starts) else len(frames) - 1
+                face = {True: "frontal face", False: "no frontal face", None: "no locator"}[frontal[k]]
+                print(f"  shot {starts[k]}-{end} ({face}): coverage {r['coverage']:.3f}, whole {r['whole']:.2f}, "
+                      f"pieces {r['max_pieces']}/{r['own_pieces']}, jitter {r['jitter']:.2f} px", flush=True)
             if shots:
                 h = 256
                 tiles = [cv2.resize(s, (round(s.shape[1] * h / s.shape[0]), h)) for s in shots]

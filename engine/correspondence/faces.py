@@ -41,7 +41,7 @@ def locator():
         if status.state not in ("ready", "unverified"):
             _missing_reason = "face locator not available: pip install facenet-pytorch==2.5.3"
             return None
-    return registry.load_model("mtcnn", device="cpu")
+    return registry.load_model("mtcnn", device="cpu")   # small nets, many tiny steps: the CPU is the right place
 
 
 def missing_reason() -> Optional[str]:
