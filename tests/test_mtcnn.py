@@ -103,3 +103,25 @@ def test_wheel_weights_find_faces_where_they_are(shared_data):
         expect = np.array([x0, y0, x1, y1]) * f + [70, 50, 70, 50]
         centre = (got[0, :2] + got[0, 2:4]) / 2
         assert np.abs(centre - (expect[:2] + expect[2:]) / 2).max() < 4, (got[0], expect)
+
+
+@pytest.mark.slow
+def test_scene_cut_keeps_an_edit_on_a_reference_without_a_face():
+    """A cut re-places the edit only when the reference shows a face; a sticker painted on something else (here a
+    texture) is tracked through the cut as before, not dropped."""
+    from engine.correspondence import faces
+    from engine.correspondence.video import StreamEditPropagator
+
+    if faces.locator() is None:
+        pytest.skip("face locator weights not installed (pip install facenet-pytorch==2.5.3)")
+    import cv2
+
+    rng = np.random.default_rng(1)
+    scene = cv2.GaussianBlur(rng.integers(0, 255, (180, 320, 3), np.uint8), (0, 0), 3)
+    edit = np.zeros((180, 320, 4), np.uint8)
+    edit[60:120, 120:200] = (255, 0, 0, 255)
+    prop = StreamEditPropagator(edit, scene)
+    prop(scene)
+    other = np.clip(scene.astype(int) // 3 + 150, 0, 255).astype(np.uint8)      # a different shot
+    prop(other)
+    assert prop.stats.get("cuts") == 1 and prop._ref_marks is False and not prop.unplaced

@@ -395,9 +395,14 @@ class StreamEditPropagator(StreamPropagator):
 
     def _cut(self, gray: np.ndarray, frame: np.ndarray) -> None:
         """A new shot: place the edit afresh on its largest frontal face (that frame becomes the key frame), or
-        draw nothing until the next cut when there is none."""
+        draw nothing until the next cut when there is none. An edit on a reference without a face (or with a
+        custom anchor) is not about faces: the cut is tracked through as before."""
         self.stats["cuts"] = self.stats.get("cuts", 0) + 1
-        a = self._locate(frame)
+        a = self._locate(frame) if self.anchor is None else None
+        if self.anchor is not None or self._ref_marks is False:
+            self._prev_T = self.T
+            self._step(gray)
+            return
         box_ref = tuple(v / self.ref_scale for v in self._ref_box)
         if not plausible(a, frame.shape[:2], self.reference.shape[:2], box_ref):
             self.unplaced = True
@@ -514,6 +519,7 @@ class StreamEditPropagator(StreamPropagator):
         if self.frame_shape is not None and frame.shape[:2] != self.frame_shape:
             self.reset()                       # the stream changed resolution: start over
         gray, _ = _gray(frame, self.opt.proc_side)
+        cut = self._scene_cut(gray)            # (the thumbnail is kept on every frame, the first one included)
         if self._pending is not None:
             worker, box, key_gray = self._pending
             if worker.is_alive():
@@ -533,7 +539,7 @@ class StreamEditPropagator(StreamPropagator):
                 self.frame_shape = frame.shape[:2]
                 self.map = None
                 return None, None
-        elif self._scene_cut(gray):
+        elif cut:
             self._cut(gray, frame)
         else:
             self._prev_T = self.T
