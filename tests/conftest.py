@@ -66,52 +66,22 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def _launched(args: list[str], env: dict, log: Path):
-    """``python app.py ARGS --host 127.0.0.1 --port FREE`` with ``env``, until it answers; yields the process with
-    ``url``, ``log_path`` and ``cold_start_s``; fails the test (with the log's tail) when it exits or hangs."""
-    import subprocess
-    import sys
-    import time
-    import urllib.request
+    """``python app.py ARGS --host 127.0.0.1 --port FREE`` with ``env``, until it answers (tests/browser_webcam.py's
+    ``serve_app``); yields the process with ``url``, ``log_path`` and ``cold_start_s``; fails the test (with the
+    log's tail) when it exits or hangs."""
+    from tests.browser_webcam import serve_app
 
-    port = _free_port()
-    with open(log, "w") as fh:
-        proc = subprocess.Popen([sys.executable, "app.py", *args, "--host", "127.0.0.1", "--port", str(port)],
-                                cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    started = time.monotonic()
     try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"the app exited with code {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(url, timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() - started > 180:
-                pytest.fail(f"the app did not start within 180 s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
-        proc.cold_start_s = time.monotonic() - started
-        proc.url = url
-        proc.log_path = log
+        cm = serve_app(REPO, env, args, log=log)
+        proc = cm.__enter__()
+    except RuntimeError as e:
+        pytest.fail(str(e))
+    try:
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        cm.__exit__(None, None, None)
 
 
 @pytest.fixture(scope="session")
