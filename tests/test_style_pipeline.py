@@ -2,6 +2,8 @@
 any input size, video and webcam frames. Tiny random-weight models on CPU."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -254,6 +256,28 @@ def test_cached_result_equals_uncached(model):
     a = np.asarray(cached(content, [style], style_size=32))
     b = np.asarray(S.StyleTransfer(model, device="cpu", cache_size=0)(content, [style], style_size=32))
     assert np.array_equal(a, b)
+
+
+def test_a_style_file_is_decoded_once_across_webcam_frames(pipe, tmp_path, monkeypatch):
+    """A webcam stream passes the same style file with every frame: it is decoded and hashed once, and decoded
+    again only when the file changes (another picture under the same name)."""
+    path = tmp_path / "style.png"
+    Image.fromarray(_img(30, 32, 32)).save(path)
+    decoded = []
+    real = imageio.load_image
+    monkeypatch.setattr(imageio, "load_image", lambda x, *a, **k: (decoded.append(x), real(x, *a, **k))[1])
+    frame = _img(31, 48, 40)
+    outs, state = [], None
+    for _ in range(4):
+        out, state = pipe.stylize_frame(frame, [str(path)], state, max_side=48, style_size=0)
+        outs.append(out)
+    assert sum(1 for x in decoded if isinstance(x, str) and x == str(path)) == 1, decoded
+    assert all(np.array_equal(outs[0], o) for o in outs[1:])
+    Image.fromarray(_img(32, 40, 24)).save(path)          # another picture: new size and time, new statistics
+    os.utime(path, ns=(10**18, 10**18))
+    changed, _ = pipe.stylize_frame(frame, [str(path)], state, max_side=48, style_size=0)
+    assert sum(1 for x in decoded if isinstance(x, str) and x == str(path)) == 2     # decoded (and hashed) once more
+    assert not np.array_equal(changed, outs[0])
 
 
 # ---- bad input -----------------------------------------------------------------------------------------------

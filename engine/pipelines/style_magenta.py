@@ -55,7 +55,7 @@ from ..models.magenta import MULTIPLE, STYLE_SIZE, NormStats
 from ..queue import run_exclusive
 from .style import (CACHE_SIZE, DEFAULT_TILE, MAX_SIDE_LIMIT, MIN_TILE, VIDEO_MAX_FRAMES, Progress, StyleResult,
                     VideoResult, _as_list, _image_hash, mask_array, match_color, normalise_weights,
-                    plan_video)
+                    plan_video, style_identity)
 
 MODEL_NAME = "magenta"
 MIN_SIDE = 16
@@ -159,9 +159,9 @@ class MagentaStyleTransfer:
     def style_vector(self, style: Any, *, color_ref: torch.Tensor | None = None,
                      color_key: str | None = None) -> tuple[torch.Tensor, bool]:
         """(1, 100, 1, 1) style vector of an image and whether it came from the cache."""
-        img = imageio.load_image(style)
-        key = (id(self.model), "style", _image_hash(img), color_key if color_ref is not None else None)
-        return self._cached(key, lambda: self._predict(img, color_ref))
+        digest, load = style_identity(style)
+        key = (id(self.model), "style", digest, color_key if color_ref is not None else None)
+        return self._cached(key, lambda: self._predict(load(), color_ref))
 
     def content_vector(self, img: Image.Image) -> torch.Tensor:
         return self._cached((id(self.model), "content", _image_hash(img)), lambda: self._predict(img))[0]
