@@ -152,6 +152,48 @@ def _hamilton_demo(shared_data, frames):
     return clip, edit, get_backend("classic").stream(edit, reference=reference, opacity=1.0)
 
 
+def test_another_face_is_placed_from_landmarks_without_the_matcher(shared_data, clip_frames, monkeypatch):
+    """With the face locator, a sticker painted on another face is placed on the first frame from the five face
+    landmarks: the classic matcher (20-50 s on this CPU for the first frame, the live webcam showing no edit all
+    that time) is not run at all, and the lenses land on the eyes."""
+    from demos.correspondence import load_working_image
+    from demos.propagation import MAX_SIDE as REF_SIDE
+    from demos.propagation import demo_sticker
+    from engine.correspondence import faces, video
+
+    if faces.locator() is None:
+        pytest.skip("face locator weights not installed (pip install facenet-pytorch==2.5.3)")
+    ref_path = sorted((shared_data / "faces" / "assets" / "representative" / "celeba_hq" / "src" / "female")
+                      .glob("*.jpg"))
+    if not ref_path:
+        pytest.skip("CelebA-HQ reference faces not in the data folder")
+
+    def matcher(*a, **k):
+        raise AssertionError("the classic matcher ran although the frame shows a frontal face")
+
+    monkeypatch.setattr(video, "semantic_anchor", matcher)
+    monkeypatch.setattr(video, "padded_anchor", matcher)
+    reference = load_working_image(str(ref_path[0]), "(reference)", max_side=REF_SIDE)
+    edit = _edit(reference, demo_sticker())
+    stream = get_backend("classic").stream(edit, reference=reference, opacity=1.0)
+    res, _ = run_clip(stream, clip_frames[:10], edit[..., 3].astype(np.float32) / 255)
+    assert res["coverage"] >= 0.95 and res["whole"] >= 0.95, res
+    inner = getattr(stream, "inner", stream)
+    assert inner.stats["anchor"] == "semantic" and inner.stats.get("located") == 1, inner.stats
+    # the lenses (the sticker's upper half on the reference) sit on the frame's eyes (MTCNN's own landmarks)
+    frame = clip_frames[9]
+    _, marks = faces.best_face(frame, faces.locator())
+    lens = edit[..., 3].astype(np.float32) / 255
+    ys, _ = np.nonzero(lens > 0.5)
+    lens[int(ys.min() + 0.5 * (ys.max() - ys.min())):] = 0         # glasses only (the moustache is below)
+    mapping, weight = placement(stream, frame.shape[:2])
+    drawn = stream_quality.warped_alpha(lens, mapping, weight)
+    c = stream_quality.centroid(drawn)
+    eyes = marks[:2].mean(0)
+    eye_gap = float(np.linalg.norm(marks[0] - marks[1]))
+    assert np.linalg.norm(c - eyes) < 0.35 * eye_gap, (c, eyes, eye_gap)
+
+
 @pytest.mark.slow
 def test_tiny_face_gets_no_stretched_sticker_without_a_locator(shared_data, monkeypatch):
     """short_hamilton_clip: the first frame's face is ~15 px tall (a wide stage shot), far below the matcher's
