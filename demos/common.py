@@ -32,14 +32,21 @@ log = logging.getLogger("gan-studio")
 #   (only the latest is kept).
 ENGINE_QUEUE = {"concurrency_id": GRADIO_CONCURRENCY_ID, "concurrency_limit": 1}
 LONG_QUEUE = {"concurrency_id": GRADIO_CONCURRENCY_ID + "-long", "concurrency_limit": 1}
-#   Gradio's page captures a webcam frame every ``stream_every`` seconds (a JPEG, at the camera's size) and posts
-#   it; the server keeps only the newest posted frame and takes it up when the previous answer is out, so a slow
-#   model drops the backlog instead of falling behind. ``stream_every`` therefore caps the frame rate (1 /
-#   stream_every) and each capture costs the browser a JPEG encode. STREAM_EVERY_S = 0.05 s caps the stream at
-#   20 fps, above the 15-fps aim for classic propagation at 384 px (0.1 s capped it at 10); it is not yet
-#   confirmed by an idle-machine sweep: measure with benchmarks/bench_webcam_browser.py --stream-every
-#   0.033,0.05,0.1 (env STREAM_EVERY overrides it, for such measurements).
-STREAM_EVERY_S = 0.05
+#   Gradio's page captures a webcam frame every ``stream_every`` seconds (a JPEG, at the camera's size), uploads
+#   it and posts it to the stream; the server keeps only the newest posted frame. ``stream_every`` caps the frame
+#   rate (1 / stream_every), and every capture costs the browser a JPEG encode and the server an upload, whether or
+#   not the frame is used: where the CPU is the limit, uploads of frames that will be dropped queue up behind each
+#   other and the picture shown falls behind the camera. Sweep on the 2-core CPU with Chromium on the same cores
+#   (benchmarks/bench_webcam_browser.py --stream-every 0.05,0.1,0.15,..., two rounds, 2026-12-02), shown fps and
+#   median capture -> output latency:
+#     classic propagation 384 px: 0.05 s 3.6-3.9 fps, 1.35-1.71 s | 0.1 s 4.1-7.4 fps, 0.50-0.80 s |
+#                                 0.15 s 4.8-6.2 fps, 0.22-0.34 s
+#     Magenta 384 px:             0.05 s 4.2-4.3 fps, 0.25-0.27 s | 0.1 s 4.9-5.1 fps, 0.25 s | 0.15 s 4.7-5.8 fps, 0.25-0.28 s
+#   0.05 s (the previous default) is the worst on both counts; 0.1 and 0.15 give the same frame rates within the
+#   noise, 0.15 the lower latency for propagation but a 6.7 fps cap. 0.1 s is the default (a 10 fps cap, the style
+#   aim) for machines where the browser is not on the server's cores; a GPU server, whose answers come faster,
+#   may lower it (env STREAM_EVERY, 0.01-2 s; not measured here: no GPU).
+STREAM_EVERY_S = 0.1
 
 
 def _stream_every() -> float:
