@@ -20,6 +20,10 @@ flow in the isolated worker (38.6 in-process in the same run: the worker's flow 
 JPEG encode 1.2, upload 44.8, stream round trip 16.9; sum 91.1 -> at most 11.0 fps. In the same period the browser
 benchmark (benchmarks/bench_webcam_browser.py, Chromium on the same 2 cores) measured 3.2 answers/s: the rest is
 the browser's own work competing for the CPU.
+
+Again on 2026-12-02 afternoon (load average 3.7, 384 px): handler 21.4 ms with the flow in the worker (18.9
+in-process), JPEG 1.0, upload 26.2, round trip 11.3; sum 60.0 -> at most 16.7 fps. The browser benchmark, idle
+machine, same afternoon: 8.9 shown fps for classic 384 (Chromium took 1.17 of the 2 cores).
 """
 from __future__ import annotations
 

@@ -19,6 +19,26 @@ goes first, so a machine loaded by other jobs weighs on both alike. Prints a mar
 
 ``--stream-every`` instead measures this checkout alone with several ``stream_every`` values (env STREAM_EVERY)
 on classic 384 and Magenta 384. Needs Chromium, Playwright and DATA_DIR (or ../shared/data).
+
+Measured 2026-12-02 (2-core CPU, nothing else running, --seconds 10; new = dbb21ff, old = 21e3313, both with
+stream_every 0.1 s):
+
+| configuration | px | shown fps new / old | answers/s new / old | latency median / p90 ms new; old |
+|---|---|---|---|---|
+| classic propagation | 256 | 6.2 / 5.2 (x1.20) | 6.1 / 5.4 (x1.13) | 686 / 1479; 863 / 1576 |
+| classic propagation | 384 | 8.9 / 6.7 (x1.33) | 8.8 / 5.7 (x1.53) | 412 / 921; 810 / 1126 |
+| GANgealing celeba (random) | 256 | 1.7 / 1.3 (x1.31) | 1.5 / 1.3 (x1.13) | 688 / 1023; 980 / 1451 |
+| AdaIN (random) | 256 | - | 1.4 / 1.4 (x1.01) | 747 / 890; 757 / 862 |
+| AdaIN (random) | 384 | - | 0.5 / 0.5 (x1.06) | 1949 / 1997; 2048 / 2279 |
+| Magenta (random) | 256 | 7.3 / 7.0 (x1.04) | 6.9 / 6.8 (x1.01) | 177 / 334; 188 / 284 |
+| Magenta (random) | 384 | 4.3 / 3.8 (x1.12) | 4.3 / 3.6 (x1.19) | 280 / 408; 333 / 427 |
+
+The runs are noisy: three earlier rounds of classic 384 alone (stream_every 0.05 s then) read 5.2-8.4 fps new
+and 6.0-8.8 old. Where the CPU goes during classic 384 (per-process CPU time sampled each second over a run):
+Chromium 1.17 cores (renderer 0.46, GPU process 0.40 -- software compositing --, browser 0.16, video capture
+0.15), the server 0.59 (flow worker included), of the 2. Without a browser (benchmarks/bench_stream_breakdown.py,
+same day, load 3.7) a 384 px frame costs the server 60 ms (handler 21, upload 26, round trip 11, JPEG 1): at most ~17 fps
+when the browser is on another machine.
 """
 from __future__ import annotations
 
