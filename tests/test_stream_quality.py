@@ -154,7 +154,7 @@ def _hamilton_demo(shared_data, frames):
 
 def test_another_face_is_placed_from_landmarks_without_the_matcher(shared_data, clip_frames, monkeypatch):
     """With the face locator, a sticker painted on another face is placed on the first frame from the five face
-    landmarks: the classic matcher (20-50 s on this CPU for the first frame, the live webcam showing no edit all
+    landmarks: the classic matcher (6-60 s on this CPU for the first frame, the live webcam showing no edit all
     that time) is not run at all, and the lenses land on the eyes."""
     from demos.correspondence import load_working_image
     from demos.propagation import MAX_SIDE as REF_SIDE

@@ -256,7 +256,6 @@ class StreamEditPropagator(StreamPropagator):
         try:
             box_ref = tuple(v / self.ref_scale for v in self._ref_box)
             a = self._locate(frame) if self.opt.landmarks_first else None
-            tried = self.opt.landmarks_first     # (the locator gives the same answer twice)
             if not plausible(a, frame.shape[:2], self.reference.shape[:2], box_ref):
                 a, _ = semantic_anchor(frame, self.reference, self.opt.motion)
             if not plausible(a, frame.shape[:2], self.reference.shape[:2], box_ref):
@@ -268,7 +267,7 @@ class StreamEditPropagator(StreamPropagator):
                 # the reference's framing does not fit the frame (a face far smaller than the matcher's scales, or
                 # none): that fit to background would stretch the edit over the whole frame. The face locator's
                 # landmarks place it when it finds a frontal face (short_hamilton_clip: a 15 px face on a stage)
-                a = None if tried else self._locate(frame)
+                a = None if self.opt.landmarks_first else self._locate(frame)   # (tried first already)
             if not plausible(a, frame.shape[:2], self.reference.shape[:2], box_ref):
                 # still nothing believable: draw nothing rather than a misplaced edit
                 self.stats["implausible_anchor"] = True

@@ -409,17 +409,16 @@ def style_identity(style: Any) -> tuple[str, Callable[[], Image.Image]]:
     hashed each call. The hash is of pixels, so two files with the same picture share cached statistics."""
     key = None
     if isinstance(style, (str, Path)):
+        path = Path(style)
         try:
-            st = Path(style).stat()
-            key = (str(Path(style).resolve()), st.st_size, st.st_mtime_ns)
+            st = path.stat()
+            key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
         except OSError:
-            key = None     # load_image below reports the missing / unreadable file
-    if key is not None:
-        with _FILE_HASHES_LOCK:
-            known = _FILE_HASHES.get(key)
-            if known is not None:
-                _FILE_HASHES.move_to_end(key)
+            pass           # load_image below reports the missing / unreadable file
+    with _FILE_HASHES_LOCK:
+        known = _FILE_HASHES.get(key) if key is not None else None
         if known is not None:
+            _FILE_HASHES.move_to_end(key)
             return known, lambda: imageio.load_image(style)
     img = imageio.load_image(style)
     digest = _image_hash(img)
